@@ -1,0 +1,3 @@
+from petkit.cli import main
+
+main()

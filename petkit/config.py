@@ -1,0 +1,288 @@
+"""Typed run configuration: YAML in, validated dataclasses, resolved YAML out.
+
+Components are ``{name, args}`` specs looked up in the registries; this module only checks
+their shape, the registries check the names. Every error names the offending key (as a
+dotted path), what it got and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from petkit.errors import PetkitError
+
+Precision = Literal["auto", "fp32", "fp16", "bf16"]
+
+
+@dataclass
+class Component:
+    """A registry lookup: ``name`` in the matching registry, built with ``args``."""
+
+    name: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class AugmentConfig:
+    """Batched train-time augmentation, applied on the training device (see petkit.data.augment)."""
+
+    hflip: bool = True
+    scale: list[float] = field(default_factory=lambda: [0.75, 1.0])  # zoom range of the crop
+    shift: float = 0.08  # max translation, fraction of the image side
+    rotate: float = 10.0  # max rotation, degrees
+    brightness: float = 0.3
+    contrast: float = 0.3
+    saturation: float = 0.3
+    grayscale_p: float = 0.1
+
+
+@dataclass
+class DataConfig:
+    manifest: str | None = None  # resolved relative to the working directory
+    image_size: int = 112
+    mean: list[float] | None = None  # None: the backbone's pretrained config
+    std: list[float] | None = None
+    cache_images: bool = True  # decode + resize each image once, keep uint8 in memory
+    num_workers: int = 2  # decoding threads when cache_images is false
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    sampler: Component = field(default_factory=lambda: Component("pk", {"p": 16, "k": 4}))
+
+
+@dataclass
+class ModelConfig:
+    backbone: Component = field(
+        default_factory=lambda: Component("timm", {"model": "resnet18", "pretrained": False})
+    )
+    head: Component = field(
+        default_factory=lambda: Component("mlp", {"hidden_dim": 512, "embedding_dim": 128})
+    )
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    min_lr_ratio: float = 0.01  # cosine floor, as a fraction of lr
+    loss_lr: float | None = None  # learning rate of loss parameters (ArcFace weights); None: lr
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: Precision = "auto"  # auto: bf16 where the device runs it fast, else fp16/fp32
+    channels_last: bool = True
+    grad_clip: float | None = 5.0  # max global gradient norm; null disables
+    val_metric: str = "recall@1"
+    early_stopping_patience: int | None = 5  # epochs without improvement; null disables
+    seed: int = 0
+
+
+@dataclass
+class Config:
+    name: str = "run"
+    output_dir: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: Component = field(default_factory=lambda: Component("triplet", {"margin": 0.2}))
+    # batch_all, not batch_hard: from random init, batch-hard mining collapses (loss stays at the margin)
+    miner: Component | None = field(default_factory=lambda: Component("batch_all"))
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+
+# ---------------------------------------------------------------------------------------
+# dict <-> dataclass with errors that name the key
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    return _build(Config, data, "")
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if isinstance(data, cls):
+        return data
+    if cls is Component and isinstance(data, str):
+        data = {"name": data}  # shorthand: `miner: batch_hard`
+    if not isinstance(data, dict):
+        raise PetkitError(
+            f"config key '{where or '<root>'}' must be a mapping, got {type(data).__name__} {data!r}",
+            _hint_for(cls),
+        )
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            suggestion = f"; did you mean '{_join(where, close[0])}'?" if close else ""
+            raise PetkitError(
+                f"unknown config key '{_join(where, key)}'{suggestion}",
+                f"keys allowed here: {', '.join(known)}",
+            )
+    values = {key: _convert(hints[key], data[key], _join(where, key)) for key in data}
+    try:
+        return cls(**values)
+    except TypeError as exc:  # a required field (Component.name) is missing
+        raise PetkitError(f"config key '{where}' is incomplete: {exc}", _hint_for(cls)) from exc
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        inner = [t for t in options if t is not type(None)]
+        return _convert(inner[0], value, where)
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise PetkitError(
+                f"config key '{where}' is {value!r}; allowed values: {', '.join(map(str, allowed))}"
+            )
+        return value
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, where)
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise PetkitError(f"config key '{where}' must be a list, got {value!r}")
+        return [_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise PetkitError(f"config key '{where}' must be a mapping, got {value!r}")
+        return dict(value)
+    return _scalar(tp, value, where)
+
+
+def _scalar(tp: Any, value: Any, where: str) -> Any:
+    if tp is Any:
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):
+        try:  # YAML 1.1 reads '3e-4' (no dot) as a string
+            return float(value)
+        except ValueError:
+            pass
+    if tp in (int, float) and isinstance(value, bool) or not isinstance(value, tp):
+        raise PetkitError(
+            f"config key '{where}' must be {tp.__name__}, got {type(value).__name__} {value!r}"
+        )
+    return value
+
+
+def _join(where: str, key: Any) -> str:
+    return f"{where}.{key}" if where else str(key)
+
+
+def _hint_for(cls: type) -> str:
+    if cls is Component:
+        return "write a component as {name: ..., args: {...}}"
+    return f"expected the keys {', '.join(f.name for f in dataclasses.fields(cls))}"
+
+
+# ---------------------------------------------------------------------------------------
+# files and overrides
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise PetkitError(f"config file not found: {path}", "pass an existing YAML file with --config")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise PetkitError(
+            f"{path} is not valid YAML{where}: {getattr(exc, 'problem', exc)}",
+            "check indentation and quoting near that line",
+        ) from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise PetkitError(f"{path} must hold a mapping of config keys, got {type(data).__name__}")
+    return data
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> None:
+    """Apply ``a.b.c=value`` in place; the value is parsed as YAML (``5``, ``true``, ``[1, 2]``)."""
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key.strip():
+        raise PetkitError(
+            f"override '{assignment}' is not of the form key=value", "for example: train.epochs=5"
+        )
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise PetkitError(f"override '{assignment}': the value is not valid YAML") from exc
+    node = data
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if isinstance(child, str) and part in ("loss", "miner", "backbone", "head", "sampler"):
+            child = {"name": child}
+        if child is None:
+            child = {}
+        if not isinstance(child, dict):
+            raise PetkitError(f"override '{assignment}': '{part}' is a value, not a section")
+        node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def resolve(
+    config_path: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    base: dict[str, Any] | None = None,
+) -> Config:
+    """Defaults <- YAML file <- dotted overrides, validated into a :class:`Config`."""
+    data = to_dict(Config())
+    if base:
+        _deep_update(data, base)
+    if config_path is not None:
+        _deep_update(data, load_yaml(config_path))
+    for assignment in overrides:
+        apply_override(data, assignment)
+    return from_dict(data)
+
+
+# components whose args belong to the chosen name: replacing the name drops the old args
+_COMPONENT_KEYS = {"loss", "miner", "backbone", "head", "sampler"}
+
+
+def _deep_update(target: dict[str, Any], update: dict[str, Any]) -> None:
+    for key, value in update.items():
+        current = target.get(key)
+        if key in _COMPONENT_KEYS and isinstance(value, str):
+            value = {"name": value}
+        if key in _COMPONENT_KEYS and isinstance(value, dict) and isinstance(current, dict):
+            if value.get("name", current.get("name")) != current.get("name"):
+                target[key] = value  # a different component: its own args only
+                continue
+        if isinstance(value, dict) and isinstance(current, dict):
+            _deep_update(current, value)
+        else:
+            target[key] = value
+
+
+def dump_yaml(config: Config) -> str:
+    return yaml.safe_dump(to_dict(config), sort_keys=False)

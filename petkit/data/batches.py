@@ -1,0 +1,91 @@
+"""Images as uint8 tensors, batch by batch.
+
+With ``cache_images`` every image is decoded and resized once (threads: PIL releases the
+GIL) and kept as one uint8 tensor, 37 KB per image at 112 px; a batch is then a single
+index operation. Without it, DataLoader workers decode each batch. Either way a batch is
+``uint8 [B, 3, S, S]``: augmentation and normalisation happen later, batched, on the
+training device (petkit.data.augment).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterable, Iterator
+
+import torch
+from torch.utils.data import Dataset
+
+from petkit.data.images import load_tensor
+from petkit.data.manifest import Manifest
+
+
+class ManifestImages(Dataset):
+    def __init__(self, manifest: Manifest, image_size: int):
+        self.paths = [manifest.abspath(row) for row in manifest.rows]
+        self.image_size = image_size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return load_tensor(self.paths[index], self.image_size)
+
+
+class ImageStore:
+    """Where batches come from: an in-memory uint8 cache or decoding threads."""
+
+    def __init__(self, manifest: Manifest, image_size: int, cache: bool = True, num_workers: int = 2,
+                 progress: Callable[[int], None] | None = None):
+        self.dataset = ManifestImages(manifest, image_size)
+        self.num_workers = num_workers
+        self.images: torch.Tensor | None = None
+        if cache:
+            self.images = decode_all(self.dataset, progress)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def batches(self, index_lists: Iterable[list[int]]) -> Iterator[tuple[list[int], torch.Tensor]]:
+        index_lists = list(index_lists)
+        if self.images is not None:
+            for indices in index_lists:
+                yield indices, self.images[indices]
+            return
+        yield from self._decoded_ahead(index_lists)
+
+    def _decoded_ahead(self, index_lists: list[list[int]]) -> Iterator[tuple[list[int], torch.Tensor]]:
+        """Decode upcoming batches in threads while the caller works on the current one."""
+        ahead = max(1, self.num_workers)
+        with ThreadPoolExecutor(max_workers=ahead) as pool:
+            pending: deque = deque()
+            for indices in index_lists:
+                pending.append((indices, pool.submit(self._stack, indices)))
+                if len(pending) > ahead:
+                    done, future = pending.popleft()
+                    yield done, future.result()
+            while pending:
+                done, future = pending.popleft()
+                yield done, future.result()
+
+    def _stack(self, indices: list[int]) -> torch.Tensor:
+        return torch.stack([self.dataset[i] for i in indices])
+
+
+def decode_all(dataset: ManifestImages, progress: Callable[[int], None] | None = None, workers: int = 4) -> torch.Tensor:
+    size = dataset.image_size
+    out = torch.empty((len(dataset), 3, size, size), dtype=torch.uint8)
+
+    def decode(index: int) -> int:
+        out[index] = dataset[index]
+        return index
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for _ in pool.map(decode, range(len(dataset))):
+            if progress:
+                progress(1)
+    return out
+
+
+def sequential(n: int, batch_size: int) -> list[list[int]]:
+    return [list(range(start, min(start + batch_size, n))) for start in range(0, n, batch_size)]

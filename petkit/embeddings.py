@@ -1,0 +1,141 @@
+"""embeddings.npz: vectors plus everything needed to score them, and ``embed()`` that writes it.
+
+Arrays (all of length N unless noted): ``vectors`` float32 [N, D] L2-normalised; ``paths``,
+``identities``, ``splits``, ``roles``, ``sequences``, ``is_fake``, ``categories`` (strings,
+empty where the manifest has no value); scalars ``format``, ``version``, ``fingerprint``
+(of the model that made them), ``model`` (its path), ``root`` (folder the paths start from).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from petkit.data import manifest as mf
+from petkit.errors import PetkitError
+from petkit.io import atomic_path
+
+FORMAT = "petkit.embeddings"
+VERSION = 1
+COLUMNS = {  # array name -> manifest column
+    "paths": mf.PATH, "identities": mf.IDENTITY, "splits": mf.SPLIT, "roles": mf.ROLE,
+    "sequences": mf.SEQUENCE, "is_fake": mf.IS_FAKE, "categories": mf.CATEGORY,
+}
+
+
+@dataclass
+class EmbeddingSet:
+    vectors: np.ndarray
+    columns: dict[str, np.ndarray]  # array name -> string array, see COLUMNS
+    fingerprint: str
+    model: str = ""
+    root: str = ""
+    meta: dict[str, str] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.vectors)
+
+    @property
+    def identities(self) -> np.ndarray:
+        return self.columns["identities"]
+
+    @property
+    def paths(self) -> np.ndarray:
+        return self.columns["paths"]
+
+    def has(self, name: str) -> bool:
+        return bool(np.any(self.columns[name] != ""))
+
+    def subset(self, mask: np.ndarray) -> EmbeddingSet:
+        return EmbeddingSet(self.vectors[mask], {k: v[mask] for k, v in self.columns.items()},
+                            self.fingerprint, self.model, self.root, self.meta)
+
+    def where(self, name: str, value: str | None) -> EmbeddingSet:
+        return self if value is None else self.subset(self.columns[name] == value)
+
+
+def from_manifest(vectors: np.ndarray, manifest: mf.Manifest, fingerprint: str, model: str) -> EmbeddingSet:
+    columns = {name: np.array(manifest.values(column), dtype=str) for name, column in COLUMNS.items()}
+    return EmbeddingSet(vectors.astype(np.float32), columns, fingerprint, model, str(manifest.root))
+
+
+def save(path: str | Path, embeddings: EmbeddingSet) -> None:
+    with atomic_path(path) as tmp:
+        with tmp.open("wb") as handle:  # a file object: np.savez would append '.npz' to a name
+            np.savez(
+                handle, vectors=embeddings.vectors, format=FORMAT, version=VERSION,
+                fingerprint=embeddings.fingerprint, model=embeddings.model, root=embeddings.root,
+                **embeddings.columns,
+            )
+
+
+def load(path: str | Path) -> EmbeddingSet:
+    path = Path(path)
+    if not path.is_file():
+        raise PetkitError(f"embeddings file not found: {path}", "create it with 'petkit embed'")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except Exception as exc:
+        raise PetkitError(f"cannot read embeddings {path}: {exc}", "the file is damaged or not an .npz") from exc
+    if str(arrays.get("format", "")) != FORMAT:
+        raise PetkitError(f"{path} is not a petkit embeddings file", "create it with 'petkit embed'")
+    if int(arrays["version"]) > VERSION:
+        raise PetkitError(f"{path} is embeddings version {int(arrays['version'])}; this petkit reads {VERSION}", "upgrade petkit")
+    vectors = arrays["vectors"].astype(np.float32, copy=False)
+    columns = {name: arrays[name].astype(str) if name in arrays else np.full(len(vectors), "", dtype=str) for name in COLUMNS}
+    return EmbeddingSet(vectors, columns, str(arrays["fingerprint"]), str(arrays["model"]), str(arrays["root"]))
+
+
+def require_same_model(*sets: tuple[str, EmbeddingSet]) -> None:
+    fingerprints = {emb.fingerprint for _, emb in sets}
+    if len(fingerprints) > 1:
+        detail = ", ".join(f"{name} from model {emb.fingerprint}" for name, emb in sets)
+        raise PetkitError(
+            f"embeddings come from different models ({detail}); their vectors are not comparable",
+            "embed the query and gallery images with the same checkpoint or model.onnx",
+        )
+
+
+def embed(
+    model_path: str | Path,
+    source: str | Path,
+    split: str | None = None,
+    batch_size: int = 64,
+    flip_tta: bool = False,
+    device: str = "auto",
+    precision: str = "auto",
+    workers: int = 2,
+    progress: Callable[[int], None] | None = None,
+    on_total: Callable[[int], None] | None = None,
+) -> EmbeddingSet:
+    """Embed every image of a manifest (or identity-folder tree) with a checkpoint or model.onnx."""
+    from petkit.data.batches import ImageStore
+    from petkit.data.sources import open_source
+
+    manifest = open_source(source).select(split)
+    if not len(manifest):
+        raise PetkitError(f"no images with split '{split}' in {source}", "check --split against the manifest's split column")
+    if on_total:
+        on_total(len(manifest))
+    if str(model_path).endswith(".onnx"):
+        from petkit.export.onnx import OnnxEmbedder
+
+        embedder = OnnxEmbedder(model_path, device=device)
+        store = ImageStore(manifest, embedder.image_size, cache=False, num_workers=workers)
+        vectors = embedder.embed_store(store, batch_size, flip_tta, progress)
+        return from_manifest(vectors, manifest, embedder.fingerprint, str(model_path))
+
+    from petkit.engine.engine import Engine
+    from petkit.engine.inference import embed_store
+    from petkit.models.checkpoint import load_checkpoint
+
+    loaded = load_checkpoint(model_path)
+    engine = Engine.create(device, precision, loaded.config.train.channels_last)
+    model = engine.prepare(loaded.model)
+    store = ImageStore(manifest, loaded.preprocessing.image_size, cache=False, num_workers=workers)
+    vectors = embed_store(model, store, engine, batch_size, flip_tta, progress)
+    return from_manifest(vectors, manifest, loaded.fingerprint, str(model_path))

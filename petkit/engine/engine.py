@@ -1,0 +1,106 @@
+"""The one place that knows about devices and precision.
+
+Training, embedding and export all go through an :class:`Engine`: it picks the device,
+resolves ``precision: auto`` (bf16 where the hardware runs it natively, fp16 + GradScaler on
+older GPUs, fp32 otherwise), applies channels-last, moves batches, and performs the
+backward/clip/step sequence with gradient scaling when fp16 needs it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from petkit.errors import PetkitError
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise PetkitError(f"unknown device '{name}'", "use auto, cpu, cuda or cuda:N") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise PetkitError(f"device '{name}' requested but CUDA is not available", "use --device cpu or auto")
+    return device
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True where oneDNN runs bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated."""
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return bool(check()) if check is not None else False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    if precision == "auto":
+        if device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "bf16" if cpu_has_fast_bf16() else "fp32"
+    if precision not in DTYPES:
+        raise PetkitError(f"unknown precision '{precision}'", "use auto, fp32, fp16 or bf16")
+    if precision == "fp16" and device.type != "cuda":
+        raise PetkitError("fp16 autocast needs a CUDA device", "use --precision bf16 (or fp32) on the CPU")
+    return precision
+
+
+@dataclass
+class Engine:
+    device: torch.device
+    precision: str  # resolved: fp32 | fp16 | bf16
+    channels_last: bool = True
+    scaler: torch.amp.GradScaler = field(init=False)
+
+    def __post_init__(self) -> None:
+        # loss scaling exists for fp16's narrow exponent; bf16 and fp32 do not need it
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+
+    @classmethod
+    def create(cls, device: str = "auto", precision: str = "auto", channels_last: bool = True) -> Engine:
+        resolved = resolve_device(device)
+        if resolved.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        return cls(resolved, resolve_precision(precision, resolved), channels_last)
+
+    def describe(self) -> str:
+        name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
+        layout = ", channels-last" if self.channels_last else ""
+        return f"{self.device} ({name}), {self.precision}{layout}"
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=DTYPES[self.precision])
+
+    def prepare(self, module: nn.Module) -> nn.Module:
+        module = module.to(self.device)
+        return module.to(memory_format=torch.channels_last) if self.channels_last else module
+
+    def images(self, batch: torch.Tensor) -> torch.Tensor:
+        """uint8 CPU batch -> float [0, 1] on the device, in the model's memory layout."""
+        batch = batch.to(self.device, non_blocking=True).float().div_(255.0)
+        return batch.contiguous(memory_format=torch.channels_last) if self.channels_last else batch
+
+    def backward_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, parameters, grad_clip: float | None) -> None:
+        """Scaled backward, unscale, clip, step (fp16 overflow skips the step, as GradScaler does)."""
+        optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if grad_clip:
+            self.scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+            torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
+        self.scaler.step(optimizer)
+        self.scaler.update()
+
+    def state_dict(self) -> dict:
+        return {"scaler": self.scaler.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("scaler") and self.scaler.is_enabled():
+            self.scaler.load_state_dict(state["scaler"])

@@ -1,0 +1,57 @@
+"""``petkit evaluate``: embeddings.npz -> metrics.json."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from petkit import __version__
+from petkit import embeddings as emb
+from petkit.errors import PetkitError
+from petkit.registry import EVALUATORS
+
+FORMAT = "petkit.metrics"
+VERSION = 1
+DEFAULT_PROTOCOLS = ("retrieval", "verification")
+
+
+def evaluate(
+    embeddings_path: str | Path,
+    protocols: tuple[str, ...] | list[str] = DEFAULT_PROTOCOLS,
+    split: str | None = None,
+    gallery_path: str | Path | None = None,
+    gallery_split: str | None = None,
+) -> dict:
+    """Run each protocol's evaluator and return the metrics.json document."""
+    probe = emb.load(embeddings_path).where("splits", split)
+    gallery = None
+    if gallery_path is not None or gallery_split is not None:
+        gallery = emb.load(gallery_path or embeddings_path).where("splits", gallery_split)
+        emb.require_same_model(("probe", probe), ("gallery", gallery))
+    if not len(probe):
+        raise PetkitError(f"no embeddings with split '{split}' in {embeddings_path}", "check --split")
+    metrics: list[dict] = []
+    for name in protocols:
+        metrics.extend(EVALUATORS.build({"name": name})(probe, gallery))
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "petkit_version": __version__,
+        "embeddings": str(embeddings_path),
+        "split": split,
+        "gallery": str(gallery_path) if gallery_path else None,
+        "gallery_split": gallery_split,
+        "fingerprint": probe.fingerprint,
+        "metrics": [{**m, "value": _clean(m["value"])} for m in metrics],
+    }
+
+
+def _clean(value: float) -> float | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+
+def metric_value(document: dict, name: str) -> float | None:
+    for metric in document["metrics"]:
+        if metric["name"] == name:
+            return metric["value"]
+    return None

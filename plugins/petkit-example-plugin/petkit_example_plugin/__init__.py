@@ -1,0 +1,1 @@
+"""An example petkit plugin package."""

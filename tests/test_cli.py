@@ -1,0 +1,128 @@
+"""The six commands end to end through the CLI, plus the CLI's error contract."""
+
+import csv
+import re
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from petkit import embeddings as emb
+from petkit.cli import _register_commands, app
+
+from .conftest import tree_digest
+
+_register_commands()
+runner = CliRunner()
+FAST = ["--image-size", "32", "model.backbone.args.model=resnet10t", "data.sampler.args.p=4", "data.sampler.args.k=2",
+        "model.head.args.hidden_dim=64", "model.head.args.embedding_dim=32"]
+
+
+def run(*args):
+    result = runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "petkit", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+
+
+@pytest.mark.slow
+def test_pipeline_end_to_end(pets_dir, tmp_path):
+    before = tree_digest(pets_dir)
+    data = tmp_path / "data"
+    run("prepare", pets_dir, "-o", data, "--ratios", "0.5,0.25,0.25", "--gallery-per-identity", "1")
+    manifest = data / "manifest.csv"
+    out = run("train", "--manifest", manifest, "--output-dir", tmp_path / "runs", "--name", "e2e", "--epochs", "2", *FAST)
+    run_dir = tmp_path / "runs" / "e2e"
+    assert {"config.yaml", "best.pt", "last.pt", "history.csv", "train.log"} <= {p.name for p in run_dir.iterdir()}
+    history = list(csv.DictReader((run_dir / "history.csv").open()))
+    assert [row["epoch"] for row in history] == ["0", "1", "2"]  # epoch 0: the untrained model
+    assert "best checkpoint" in out
+
+    run("embed", run_dir / "best.pt", manifest, "-o", tmp_path / "all.npz")
+    run("embed", run_dir / "best.pt", manifest, "--split", "test", "-o", tmp_path / "test.npz", "--flip-tta")
+    test = emb.load(tmp_path / "test.npz")
+    assert set(test.columns["splits"]) == {"test"}
+    np.testing.assert_allclose(np.linalg.norm(test.vectors, axis=1), 1, atol=1e-5)
+
+    run("evaluate", tmp_path / "test.npz", "-o", tmp_path / "metrics.json")
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    names = {m["name"]: m for m in metrics["metrics"]}
+    for name in ("recall@1", "recall@3", "recall@5", "recall@10", "top3_accuracy", "mAP", "mAP@R", "roc_auc", "eer"):
+        assert name in names and 0 <= names[name]["value"] <= 1
+    assert names["recall@1"]["protocol"] == "retrieval/query-gallery" and names["roc_auc"]["pairs"] > 0
+
+    run("submit", tmp_path / "all.npz", "--query-split", "test", "--gallery-split", "train", "--id-from", "path", "-o", tmp_path / "sub.csv")
+    rows = list(csv.reader((tmp_path / "sub.csv").open()))
+    assert rows[0] == ["image", "pred"] and len(rows) - 1 == int((emb.load(tmp_path / "all.npz").columns["splits"] == "test").sum())
+    assert all(len(r[1].split(" ")) == 3 for r in rows[1:])
+
+    out = run("export-onnx", run_dir / "best.pt", "-o", tmp_path / "model.onnx")
+    assert "max |diff|" in out
+    parity = json.loads((tmp_path / "model.onnx.parity.json").read_text())
+    assert parity["passed"] and parity["samples"] > 0
+    run("embed", tmp_path / "model.onnx", manifest, "--split", "test", "-o", tmp_path / "onnx.npz")
+    onnx_set, torch_set = emb.load(tmp_path / "onnx.npz"), emb.load(tmp_path / "test.npz")
+    assert onnx_set.fingerprint == torch_set.fingerprint
+    run("embed", run_dir / "best.pt", manifest, "--split", "test", "--precision", "fp32", "-o", tmp_path / "fp32.npz")
+    cosine = np.sum(onnx_set.vectors * emb.load(tmp_path / "fp32.npz").vectors, axis=1)
+    assert cosine.min() > 0.999
+
+    out = run("train", "--resume", "--name", "e2e", "--output-dir", tmp_path / "runs", "--epochs", "3")
+    history = list(csv.DictReader((run_dir / "history.csv").open()))
+    assert [row["epoch"] for row in history] == ["0", "1", "2", "3"]
+    assert tree_digest(pets_dir) == before
+
+
+def test_unknown_loss_is_one_line_listing_the_losses(prepared):
+    result = run_cli("train", "--loss", "nonsense", "--manifest", prepared)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert re.fullmatch(r"error: unknown loss 'nonsense'; available: arcface, (.+, )?triplet.*", lines[0])
+    assert lines[1].startswith("hint:") and "Traceback" not in result.stderr
+    debug = run_cli("--debug", "train", "--loss", "nonsense", "--manifest", prepared)
+    assert "Traceback" in debug.stderr
+
+
+def test_errors_for_bad_paths_and_existing_outputs(prepared, tmp_path):
+    result = run_cli("embed", tmp_path / "missing.pt", prepared, "-o", tmp_path / "e.npz")
+    assert result.returncode == 2 and "checkpoint not found" in result.stderr
+    (tmp_path / "taken.json").write_text("{}")
+    result = run_cli("evaluate", tmp_path / "x.npz", "-o", tmp_path / "taken.json")
+    assert "output already exists" in result.stderr and (tmp_path / "taken.json").read_text() == "{}"
+
+
+def test_existing_run_is_not_overwritten(prepared, tmp_path):
+    (tmp_path / "runs" / "r").mkdir(parents=True)
+    (tmp_path / "runs" / "r" / "notes.txt").write_text("mine")
+    result = run_cli("train", "--manifest", prepared, "--output-dir", tmp_path / "runs", "--name", "r")
+    assert "already exists" in result.stderr and (tmp_path / "runs" / "r" / "notes.txt").read_text() == "mine"
+
+
+def test_corrupt_jpeg_is_reported_and_source_unchanged(pets_dir, tmp_path):
+    import shutil
+
+    src = tmp_path / "src"
+    shutil.copytree(pets_dir, src)
+    victim = next((src / "pet_000").iterdir())
+    victim.write_bytes(victim.read_bytes()[:200])
+    before = tree_digest(src)
+    out = run("prepare", src, "-o", tmp_path / "out")
+    assert "corrupt or truncated" in out and tree_digest(src) == before
+
+
+@pytest.mark.parametrize("command", ["prepare", "train", "embed", "evaluate", "submit", "export-onnx", "synth", "demo", "plugins list"])
+def test_every_command_has_help_with_an_example(command):
+    output = run(*command.split(), "--help")
+    assert "Usage" in output and "Example" in output
+
+
+def test_plugins_list_shows_every_kind():
+    output = run("plugins", "list")
+    for word in ("backbones", "losses", "miners", "samplers", "datasets", "evaluators", "submissions", "triplet", "arcface", "petkit"):
+        assert word in output

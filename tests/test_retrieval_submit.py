@@ -1,0 +1,86 @@
+import numpy as np
+import pytest
+
+from petkit import embeddings as emb
+from petkit.errors import PetkitError
+from petkit.retrieval.index import GalleryIndex
+from petkit.submit.writers import query_ids, submit
+
+
+def unit(rng, n, d=8):
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def brute_force_top_identities(queries, gallery, labels, k):
+    scores = queries @ gallery.T
+    out = []
+    for row in scores:
+        best = {}
+        for score, label in zip(row, labels):
+            best[label] = max(best.get(label, -np.inf), score)
+        out.append([name for name, _ in sorted(best.items(), key=lambda kv: -kv[1])[:k]])
+    return out
+
+
+def test_top_identities_equal_a_full_per_identity_max():
+    rng = np.random.default_rng(0)
+    gallery = unit(rng, 300)
+    labels = np.array([f"id{i % 7 if i < 250 else i}" for i in range(300)])  # big and singleton identities
+    queries = unit(rng, 25)
+    names, scores = GalleryIndex(gallery, labels).top_identities(queries, 5)
+    assert names == brute_force_top_identities(queries, gallery, labels, 5)
+    assert all(a >= b for row in scores for a, b in zip(row, row[1:]))
+
+
+def make_set(rng, identities, splits=None, roles=None, fingerprint="fp1", paths=None):
+    n = len(identities)
+    columns = {name: np.full(n, "", dtype=object).astype(str) for name in emb.COLUMNS}
+    columns["identities"] = np.array(identities)
+    columns["paths"] = np.array(paths or [f"{ident}/{i}.jpg" for i, ident in enumerate(identities)])
+    if splits:
+        columns["splits"] = np.array(splits)
+    if roles:
+        columns["roles"] = np.array(roles)
+    return emb.EmbeddingSet(unit(rng, n), columns, fingerprint, "model.pt", "/data")
+
+
+def test_embeddings_round_trip(tmp_path):
+    rng = np.random.default_rng(1)
+    original = make_set(rng, ["a", "a", "b"], splits=["train", "test", "test"])
+    emb.save(tmp_path / "e.npz", original)
+    loaded = emb.load(tmp_path / "e.npz")
+    np.testing.assert_array_equal(loaded.vectors, original.vectors)
+    assert loaded.fingerprint == "fp1" and list(loaded.paths) == list(original.paths)
+    assert list(loaded.where("splits", "test").identities) == ["a", "b"]
+    np.savez(tmp_path / "other.npz", x=np.zeros(3))
+    with pytest.raises(PetkitError, match="not a petkit embeddings file"):
+        emb.load(tmp_path / "other.npz")
+
+
+def test_submission_top3_with_roles_and_exact_once(tmp_path):
+    rng = np.random.default_rng(2)
+    ids = ["a", "b", "c", "d", "a", "b"]
+    roles = ["gallery"] * 4 + ["query"] * 2
+    data = make_set(rng, ids, roles=roles)
+    data.vectors[4] = data.vectors[0]  # query 'a' equals gallery 'a'
+    emb.save(tmp_path / "e.npz", data)
+    submission = submit(str(tmp_path / "e.npz"))
+    assert submission.header == ["image", "pred"]
+    assert [row[0] for row in submission.rows] == ["4.jpg", "5.jpg"]
+    assert submission.rows[0][1].split(" ")[0] == "a" and len(submission.rows[0][1].split(" ")) == 3
+    assert submission.text().splitlines()[0] == "image,pred"
+
+
+def test_submission_refuses_ambiguous_ids_and_mixed_models(tmp_path):
+    rng = np.random.default_rng(3)
+    with pytest.raises(PetkitError, match="share the submission id '1.jpg'"):
+        query_ids(np.array(["x/1.jpg", "y/1.jpg"]), "name")
+    assert query_ids(np.array(["x/1.jpg", "y/2.png"]), "stem") == ["1", "2"]
+    assert query_ids(np.array(["x/1.jpg", "y/1.jpg"]), "path") == ["x/1.jpg", "y/1.jpg"]
+    emb.save(tmp_path / "q.npz", make_set(rng, ["a", "b"], fingerprint="one"))
+    emb.save(tmp_path / "g.npz", make_set(rng, ["a", "b"], fingerprint="two"))
+    with pytest.raises(PetkitError, match="different models"):
+        submit(str(tmp_path / "q.npz"), str(tmp_path / "g.npz"))
+    with pytest.raises(PetkitError, match="cannot tell queries from gallery"):
+        submit(str(tmp_path / "q.npz"))
