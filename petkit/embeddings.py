@@ -8,7 +8,7 @@ empty where the manifest has no value); scalars ``format``, ``version``, ``finge
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -33,7 +33,6 @@ class EmbeddingSet:
     fingerprint: str
     model: str = ""
     root: str = ""
-    meta: dict[str, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.vectors)
@@ -51,7 +50,7 @@ class EmbeddingSet:
 
     def subset(self, mask: np.ndarray) -> EmbeddingSet:
         return EmbeddingSet(self.vectors[mask], {k: v[mask] for k, v in self.columns.items()},
-                            self.fingerprint, self.model, self.root, self.meta)
+                            self.fingerprint, self.model, self.root)
 
     def where(self, name: str, value: str | None) -> EmbeddingSet:
         return self if value is None else self.subset(self.columns[name] == value)

@@ -45,9 +45,3 @@ def refuse_overwrite(paths: list[Path], overwrite: bool) -> None:
             "choose another output path or pass --overwrite",
         )
 
-
-def require_file(path: str | Path, what: str, hint: str) -> Path:
-    path = Path(path)
-    if not path.is_file():
-        raise PetkitError(f"{what} not found: {path}", hint)
-    return path

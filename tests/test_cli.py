@@ -1,8 +1,8 @@
 """The six commands end to end through the CLI, plus the CLI's error contract."""
 
 import csv
-import re
 import json
+import re
 import subprocess
 import sys
 

@@ -84,3 +84,20 @@ def test_submission_refuses_ambiguous_ids_and_mixed_models(tmp_path):
         submit(str(tmp_path / "q.npz"), str(tmp_path / "g.npz"))
     with pytest.raises(PetkitError, match="cannot tell queries from gallery"):
         submit(str(tmp_path / "q.npz"))
+
+
+def test_roles_keep_queries_out_of_a_same_file_gallery(tmp_path):
+    rng = np.random.default_rng(4)
+    ids = ["a", "b", "a", "b", "a", "b"]
+    splits = ["train", "train", "test", "test", "test", "test"]
+    roles = ["", "", "gallery", "gallery", "query", "query"]
+    emb.save(tmp_path / "e.npz", make_set(rng, ids, splits=splits, roles=roles))
+    within_test = submit(str(tmp_path / "e.npz"), query_split="test", gallery_split="test", writer_args={"k": 2})
+    assert [row[0] for row in within_test.rows] == ["4.jpg", "5.jpg"]
+    closed_set = submit(str(tmp_path / "e.npz"), query_split="test", gallery_split="train", writer_args={"k": 2})
+    assert [row[0] for row in closed_set.rows] == ["4.jpg", "5.jpg"]  # test gallery images are not queries
+    emb.save(tmp_path / "plain.npz", make_set(rng, ids, splits=splits))
+    with pytest.raises(PetkitError, match="the same split for both"):
+        submit(str(tmp_path / "plain.npz"), query_split="test", gallery_split="test")
+    everything = submit(str(tmp_path / "plain.npz"), query_split="test", gallery_split="train")
+    assert len(everything.rows) == 4 and all(set(r[1].split()) == {"a", "b"} for r in everything.rows)

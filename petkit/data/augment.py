@@ -16,11 +16,6 @@ import torch.nn.functional as F
 from petkit.config import AugmentConfig
 
 
-def to_unit(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [B, 3, H, W] -> float32 in [0, 1]."""
-    return images.float().div_(255.0)
-
-
 def augment(images: torch.Tensor, config: AugmentConfig, generator: torch.Generator | None = None) -> torch.Tensor:
     """float [B, 3, H, W] in [0, 1] -> augmented float of the same shape."""
     batch = images.shape[0]

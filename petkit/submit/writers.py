@@ -76,13 +76,14 @@ def submit(
     gallery = emb.load(gallery_path) if gallery_path else probe
     queries = probe.where("splits", query_split)
     targets = gallery.where("splits", gallery_split)
-    if gallery_path is None and query_split is None and gallery_split is None:
-        if not probe.has("roles"):
+    if gallery_path is None:  # one file: roles keep queries out of the gallery
+        if not probe.has("roles") and query_split == gallery_split:
             raise PetkitError(
-                "cannot tell queries from gallery: no --gallery file, no --query-split/--gallery-split and no role column",
-                "pass --gallery gallery.npz, or --query-split test --gallery-split train",
+                "cannot tell queries from gallery: one embeddings file, the same split for both and no role column",
+                "pass --gallery gallery.npz, or --query-split test --gallery-split train, or prepare with --gallery-per-identity",
             )
-        queries, targets = probe.where("roles", "query"), probe.where("roles", "gallery")
+        queries = queries.subset(queries.columns["roles"] != "gallery")
+        targets = targets.subset(targets.columns["roles"] != "query")
     emb.require_same_model(("queries", queries), ("gallery", targets))
     if not len(queries):
         raise PetkitError("no query images selected", "check --query-split or the role column")
