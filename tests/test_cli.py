@@ -59,7 +59,9 @@ def test_pipeline_end_to_end(pets_dir, tmp_path):
 
     run("submit", tmp_path / "all.npz", "--query-split", "test", "--gallery-split", "train", "--id-from", "path", "-o", tmp_path / "sub.csv")
     rows = list(csv.reader((tmp_path / "sub.csv").open()))
-    assert rows[0] == ["image", "pred"] and len(rows) - 1 == int((emb.load(tmp_path / "all.npz").columns["splits"] == "test").sum())
+    columns = emb.load(tmp_path / "all.npz").columns
+    test_queries = (columns["splits"] == "test") & (columns["roles"] != "gallery")  # gallery images are not queries
+    assert rows[0] == ["image", "pred"] and len(rows) - 1 == int(test_queries.sum())
     assert all(len(r[1].split(" ")) == 3 for r in rows[1:])
 
     out = run("export-onnx", run_dir / "best.pt", "-o", tmp_path / "model.onnx")
