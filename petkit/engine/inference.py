@@ -22,7 +22,7 @@ def embed_store(
     progress: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """float32 [N, D], L2-normalised; ``flip_tta`` averages with the mirrored image."""
-    model.eval()
+    model = engine.inference_copy(model)
     out = []
     for indices, batch in store.batches(sequential(len(store), batch_size)):
         images = engine.images(batch)
