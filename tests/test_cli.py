@@ -31,14 +31,20 @@ def run_cli(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "petkit", *map(str, args)], capture_output=True, text=True, cwd=cwd)
 
 
-@pytest.mark.slow
-def test_pipeline_end_to_end(pets_dir, tmp_path):
-    before = tree_digest(pets_dir)
-    data = tmp_path / "data"
+@pytest.fixture(scope="module")
+def trained(pets_dir, tmp_path_factory):
+    """prepare + 2 epochs of train through the CLI: (manifest, run_dir, train output)."""
+    root = tmp_path_factory.mktemp("cli")
+    data = root / "data"
     run("prepare", pets_dir, "-o", data, "--ratios", "0.5,0.25,0.25", "--gallery-per-identity", "1")
-    manifest = data / "manifest.csv"
-    out = run("train", "--manifest", manifest, "--output-dir", tmp_path / "runs", "--name", "e2e", "--epochs", "2", *FAST)
-    run_dir = tmp_path / "runs" / "e2e"
+    out = run("train", "--manifest", data / "manifest.csv", "--output-dir", root / "runs", "--name", "e2e", "--epochs", "2", *FAST)
+    return data / "manifest.csv", root / "runs" / "e2e", out
+
+
+@pytest.mark.slow
+def test_pipeline_end_to_end(trained, pets_dir, tmp_path):
+    before = tree_digest(pets_dir)
+    manifest, run_dir, out = trained
     assert {"config.yaml", "best.pt", "last.pt", "history.csv", "train.log"} <= {p.name for p in run_dir.iterdir()}
     history = list(csv.DictReader((run_dir / "history.csv").open()))
     assert [row["epoch"] for row in history] == ["0", "1", "2"]  # epoch 0: the untrained model
@@ -75,7 +81,7 @@ def test_pipeline_end_to_end(pets_dir, tmp_path):
     cosine = np.sum(onnx_set.vectors * emb.load(tmp_path / "fp32.npz").vectors, axis=1)
     assert cosine.min() > 0.999
 
-    out = run("train", "--resume", "--name", "e2e", "--output-dir", tmp_path / "runs", "--epochs", "3")
+    out = run("train", "--resume", "--name", "e2e", "--output-dir", run_dir.parent, "--epochs", "3")
     history = list(csv.DictReader((run_dir / "history.csv").open()))
     assert [row["epoch"] for row in history] == ["0", "1", "2", "3"]
     assert tree_digest(pets_dir) == before
@@ -128,3 +134,38 @@ def test_plugins_list_shows_every_kind():
     output = run("plugins", "list")
     for word in ("backbones", "losses", "miners", "samplers", "datasets", "evaluators", "submissions", "triplet", "arcface", "petkit"):
         assert word in output
+
+
+def test_submit_options_shape_the_csv(trained, tmp_path):
+    manifest, run_dir, _ = trained
+    run("embed", run_dir / "best.pt", manifest, "-o", tmp_path / "all.npz", "--batch-size", "3", "--workers", "1")
+    run("submit", tmp_path / "all.npz", "--query-split", "test", "--gallery-split", "train", "--id-from", "stem",
+        "--top-k", "2", "--image-column", "id", "--pred-column", "label", "-o", tmp_path / "s.csv")
+    rows = list(csv.reader((tmp_path / "s.csv").open()))
+    assert rows[0] == ["id", "label"] and all(len(r[1].split(" ")) == 2 and "." not in r[0] for r in rows[1:])
+    result = run_cli("submit", tmp_path / "all.npz", "--format", "kaggle", "-o", tmp_path / "t.csv")
+    assert "unknown submission 'kaggle'" in result.stderr and not (tmp_path / "t.csv").exists()
+
+
+def test_batch_size_does_not_change_embeddings(trained, tmp_path):
+    manifest, run_dir, _ = trained
+    for size in (1, 64):
+        run("embed", run_dir / "best.pt", manifest, "--precision", "fp32", "--batch-size", size, "-o", tmp_path / f"b{size}.npz")
+    np.testing.assert_allclose(emb.load(tmp_path / "b1.npz").vectors, emb.load(tmp_path / "b64.npz").vectors, atol=1e-4)
+
+
+def test_export_fails_above_tolerance_and_writes_nothing(trained, tmp_path):
+    manifest, run_dir, _ = trained
+    result = run_cli("export-onnx", run_dir / "best.pt", "-o", tmp_path / "m.onnx", "--atol", "0", "--images", manifest, "--samples", "4")
+    assert result.returncode == 2 and "ONNX output differs from PyTorch" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_evaluate_single_protocol_and_unknown_protocol(trained, tmp_path):
+    manifest, run_dir, _ = trained
+    run("embed", run_dir / "best.pt", manifest, "--split", "val", "-o", tmp_path / "v.npz")
+    run("evaluate", tmp_path / "v.npz", "--protocol", "verification", "-o", tmp_path / "m.json")
+    names = [m["name"] for m in json.loads((tmp_path / "m.json").read_text())["metrics"]]
+    assert names == ["roc_auc", "eer", "eer_threshold"]
+    result = run_cli("evaluate", tmp_path / "v.npz", "--protocol", "retrival", "-o", tmp_path / "n.json")
+    assert "did you mean 'retrieval'" in result.stderr
