@@ -136,9 +136,11 @@ def test_plugins_list_shows_every_kind():
         assert word in output
 
 
-def test_submit_options_shape_the_csv(trained, tmp_path):
+def test_submit_options_shape_the_csv(trained, pets_dir, tmp_path):
     manifest, run_dir, _ = trained
     run("embed", run_dir / "best.pt", manifest, "-o", tmp_path / "all.npz", "--batch-size", "3", "--workers", "1")
+    run("embed", run_dir / "best.pt", pets_dir, "-o", tmp_path / "folder.npz")
+    assert len(set(emb.load(tmp_path / "folder.npz").identities)) == 8  # a plain identity-folder tree works too
     run("submit", tmp_path / "all.npz", "--query-split", "test", "--gallery-split", "train", "--id-from", "stem",
         "--top-k", "2", "--image-column", "id", "--pred-column", "label", "-o", tmp_path / "s.csv")
     rows = list(csv.reader((tmp_path / "s.csv").open()))

@@ -152,7 +152,7 @@ def train(config: Config, resume: bool = False, reporter: TrainReporter | None =
         log.write(_format_row(row) + (" *best" if improved else ""))
         _write_history(run_dir / "history.csv", state.history)
         patience = config.train.early_stopping_patience
-        if patience is not None and val_store is not None and state.bad_epochs >= patience:
+        if patience is not None and val_store is not None and 0 < patience <= state.bad_epochs:
             stopped_early = True
             log.write(f"early stop: no {config.train.val_metric} improvement for {patience} epochs")
             break

@@ -1,0 +1,59 @@
+"""The training loop's bookkeeping: best checkpoint, early stopping, resume guards."""
+
+import csv
+
+import pytest
+import torch
+
+from petkit.config import resolve
+from petkit.engine import trainer
+from petkit.errors import PetkitError
+from petkit.models.checkpoint import read_checkpoint
+
+FAST = ["data.image_size=32", "model.backbone.args.model=resnet10t", "data.sampler.args.p=4", "data.sampler.args.k=2",
+        "model.head.args.hidden_dim=32", "model.head.args.embedding_dim=16"]
+
+
+def config_for(prepared, tmp_path, *extra):
+    return resolve(None, [f"data.manifest={prepared}", f"output_dir={tmp_path}", "name=t", *FAST, *extra])
+
+
+def test_best_checkpoint_and_early_stopping_follow_the_val_metric(prepared, tmp_path, monkeypatch):
+    scores = iter([0.10, 0.50, 0.40, 0.45, 0.30, 0.90])  # epoch 0 (untrained), then epochs 1..5
+
+    def fake_validate(model, store, labels, engine):
+        return {f"val_{k}": 0.0 for k in trainer.VAL_METRICS} | {"val_recall@1": next(scores)}
+
+    monkeypatch.setattr(trainer, "_validate", fake_validate)
+    result = trainer.train(config_for(prepared, tmp_path, "train.epochs=5", "train.early_stopping_patience=2"))
+    assert result.stopped_early and [row["epoch"] for row in result.history] == [0, 1, 2, 3]
+    assert result.best_metric == 0.50
+    assert read_checkpoint(result.best_checkpoint)["epoch"] == 1
+    assert read_checkpoint(result.last_checkpoint)["epoch"] == 3
+    rows = list(csv.DictReader((result.run_dir / "history.csv").open()))
+    assert [float(r["val_recall@1"]) for r in rows] == [0.10, 0.50, 0.40, 0.45]
+    assert "early stop" in (result.run_dir / "train.log").read_text()
+
+
+def test_without_val_split_the_last_epoch_is_best(pets_dir, tmp_path):
+    from petkit.data.prepare import PrepareOptions, prepare
+
+    manifest = prepare(pets_dir, tmp_path / "data", PrepareOptions(split_by="none")).manifest_path
+    result = trainer.train(config_for(manifest, tmp_path / "runs", "train.epochs=1"))
+    assert [row["epoch"] for row in result.history] == [1]
+    assert torch.equal(read_checkpoint(result.best_checkpoint)["model"]["head.0.weight"],
+                       read_checkpoint(result.last_checkpoint)["model"]["head.0.weight"])
+
+
+def test_resume_refuses_a_different_model(prepared, tmp_path):
+    trainer.train(config_for(prepared, tmp_path, "train.epochs=1"))
+    with pytest.raises(PetkitError, match="differs from the one it was trained with"):
+        trainer.train(config_for(prepared, tmp_path, "train.epochs=2", "model.head.args.embedding_dim=8"), resume=True)
+    with pytest.raises(PetkitError, match="nothing to resume"):
+        trainer.train(config_for(prepared, tmp_path / "other", "train.epochs=2"), resume=True)
+
+
+def test_unknown_val_metric_fails_before_training(prepared, tmp_path):
+    with pytest.raises(PetkitError, match="train.val_metric 'accuracy'"):
+        trainer.train(config_for(prepared, tmp_path, "train.val_metric=accuracy"))
+    assert not (tmp_path / "t").exists()
