@@ -83,3 +83,14 @@ def test_grayscale_images_become_rgb(tmp_path):
     Image.fromarray(np.full((12, 10), 77, dtype=np.uint8)).save(tmp_path / "g.pgm")
     tensor = load_tensor(tmp_path / "g.pgm", 8)
     assert tensor.shape == (3, 8, 8) and int(tensor.float().mean().round()) == 77
+
+
+def test_a_corrupt_image_listed_in_a_manifest_is_a_clear_error(tmp_path):
+    from petkit.data.manifest import write_manifest
+
+    (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    write_manifest(tmp_path / "m.csv", [{"path": "bad.jpg", "identity": "a"}], ["path", "identity"])
+    store = ImageStore(read_manifest(tmp_path / "m.csv"), 16, cache=False)
+    with pytest.raises(PetkitError, match="cannot decode image .*bad.jpg.*") as info:
+        list(store.batches([[0]]))
+    assert "petkit prepare" in info.value.hint

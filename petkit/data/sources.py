@@ -1,7 +1,7 @@
 """Dataset sources: anything that yields a :class:`Manifest` (rows of path + identity).
 
-``embed`` and ``evaluate`` accept a manifest file or a plain folder; both end up here, so
-every later step reads one format.
+``embed`` and the parity check of ``export-onnx`` accept a manifest file or a plain folder;
+both end up here, so every later step reads one format.
 """
 
 from __future__ import annotations
