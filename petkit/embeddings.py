@@ -89,6 +89,23 @@ def load(path: str | Path) -> EmbeddingSet:
     return EmbeddingSet(vectors, columns, str(arrays["fingerprint"]), str(arrays["model"]), str(arrays["root"]))
 
 
+def query_gallery(data: EmbeddingSet, query_split: str | None, gallery_split: str | None) -> tuple[EmbeddingSet, EmbeddingSet | None]:
+    """Queries and gallery taken from one embeddings file; a None gallery means leave-one-out.
+
+    Different splits (closed-set, e.g. test queries against the train gallery): each side drops
+    the images whose role belongs to the other side. The same split: the role column decides;
+    without roles every image is scored against all the others (leave-one-out).
+    """
+    queries, gallery = data.where("splits", query_split), data.where("splits", gallery_split)
+    if query_split != gallery_split:
+        return queries.subset(queries.columns["roles"] != "gallery"), gallery.subset(gallery.columns["roles"] != "query")
+    if queries.has("roles"):
+        by_role = queries.where("roles", "query"), queries.where("roles", "gallery")
+        if len(by_role[0]) and len(by_role[1]):
+            return by_role
+    return queries, None
+
+
 def require_same_model(*sets: tuple[str, EmbeddingSet]) -> None:
     fingerprints = {emb.fingerprint for _, emb in sets}
     if len(fingerprints) > 1:

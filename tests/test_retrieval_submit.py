@@ -101,3 +101,13 @@ def test_roles_keep_queries_out_of_a_same_file_gallery(tmp_path):
         submit(str(tmp_path / "plain.npz"), query_split="test", gallery_split="test")
     everything = submit(str(tmp_path / "plain.npz"), query_split="test", gallery_split="train")
     assert len(everything.rows) == 4 and all(set(r[1].split()) == {"a", "b"} for r in everything.rows)
+
+
+def test_unroled_rows_are_never_queries_against_themselves(tmp_path):
+    rng = np.random.default_rng(5)
+    ids = ["a", "b", "a", "b", "a", "b"]
+    roles = ["", "", "gallery", "gallery", "query", "query"]  # train rows carry no role
+    emb.save(tmp_path / "e.npz", make_set(rng, ids, roles=roles))
+    queries, gallery = emb.query_gallery(emb.load(tmp_path / "e.npz"), None, None)
+    assert list(queries.paths) == ["a/4.jpg", "b/5.jpg"] and list(gallery.paths) == ["a/2.jpg", "b/3.jpg"]
+    assert [row[0] for row in submit(str(tmp_path / "e.npz")).rows] == ["4.jpg", "5.jpg"]

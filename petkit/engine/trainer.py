@@ -29,7 +29,7 @@ from petkit.engine.inference import embed_store
 from petkit.engine.schedule import warmup_cosine
 from petkit.errors import PetkitError
 from petkit.evaluation.metrics import retrieval_metrics
-from petkit.io import write_text
+from petkit.io import atomic_path, write_text
 from petkit.models.backbones import build_backbone
 from petkit.models.checkpoint import load_model_state, read_checkpoint, save_checkpoint
 from petkit.models.model import EmbeddingModel, build_model
@@ -297,9 +297,8 @@ def _restore(path: Path, config: Config, model, loss_fn, optimizer, scheduler, e
 
 
 def _copy_atomic(source: Path, target: Path) -> None:
-    tmp = target.with_name(f".{target.name}.tmp")
-    shutil.copyfile(source, tmp)
-    tmp.replace(target)
+    with atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)
 
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "lr", "images_per_s", "seconds", *(f"val_{k}" for k in VAL_METRICS))

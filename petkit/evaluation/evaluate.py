@@ -23,11 +23,12 @@ def evaluate(
     gallery_split: str | None = None,
 ) -> dict:
     """Run each protocol's evaluator and return the metrics.json document."""
-    probe = emb.load(embeddings_path).where("splits", split)
-    gallery = None
-    if gallery_path is not None or gallery_split is not None:
-        gallery = emb.load(gallery_path or embeddings_path).where("splits", gallery_split)
+    data = emb.load(embeddings_path)
+    if gallery_path is not None:
+        probe, gallery = data.where("splits", split), emb.load(gallery_path).where("splits", gallery_split)
         emb.require_same_model(("probe", probe), ("gallery", gallery))
+    else:
+        probe, gallery = emb.query_gallery(data, split, split if gallery_split is None else gallery_split)
     if not len(probe):
         raise PetkitError(f"no embeddings with split '{split}' in {embeddings_path}", "check --split")
     metrics: list[dict] = []

@@ -1,7 +1,7 @@
 """Evaluators: assemble metric functions into a protocol's numbers.
 
-An evaluator factory returns a callable ``(probe, gallery) -> list[metric]``: ``probe`` is
-the embedding set being evaluated, ``gallery`` a separate one or None. Each metric is a dict
+An evaluator factory returns a callable ``(queries, gallery) -> list[metric]``; a None
+gallery means leave-one-out over ``queries`` (petkit.embeddings.query_gallery decides). Each metric is a dict
 ``{name, value, protocol, ...sample sizes}`` so metrics.json says what every number means.
 """
 
@@ -20,8 +20,9 @@ def retrieval(ks: tuple[int, ...] | list[int] = (1, 3, 5, 10)):
     """Recall@K, Precision@K, top-K identity accuracy, mAP, mAP@R, R-precision."""
     ks = tuple(int(k) for k in ks)
 
-    def evaluate(probe: EmbeddingSet, gallery: EmbeddingSet | None) -> list[dict]:
-        queries, targets, mode = _query_gallery(probe, gallery)
+    def evaluate(queries: EmbeddingSet, gallery: EmbeddingSet | None) -> list[dict]:
+        targets = queries if gallery is None else gallery
+        mode = "leave-one-out" if gallery is None else "query-gallery"
         groups = (queries.columns["sequences"], targets.columns["sequences"]) if queries.has("sequences") else (None, None)
         result = retrieval_metrics(
             queries.vectors, queries.identities, targets.vectors, targets.identities, ks,
@@ -62,17 +63,6 @@ def verification(max_pairs: int = 4_000_000, seed: int = 0):
         ]
 
     return evaluate
-
-
-def _query_gallery(probe: EmbeddingSet, gallery: EmbeddingSet | None) -> tuple[EmbeddingSet, EmbeddingSet, str]:
-    if gallery is not None:
-        return probe, gallery, "query-gallery"
-    roles = probe.columns["roles"]
-    if probe.has("roles"):
-        queries, targets = probe.subset(roles == "query"), probe.subset(roles == "gallery")
-        if len(queries) and len(targets):
-            return queries, targets, "query-gallery"
-    return probe, probe, "leave-one-out"
 
 
 def _concat(a: EmbeddingSet, b: EmbeddingSet) -> EmbeddingSet:

@@ -73,17 +73,15 @@ def submit(
 ) -> Submission:
     """Rank gallery identities for every query and format them with a registered writer."""
     probe = emb.load(queries_path)
-    gallery = emb.load(gallery_path) if gallery_path else probe
-    queries = probe.where("splits", query_split)
-    targets = gallery.where("splits", gallery_split)
-    if gallery_path is None:  # one file: roles keep queries out of the gallery
-        if not probe.has("roles") and query_split == gallery_split:
+    if gallery_path is not None:
+        queries, targets = probe.where("splits", query_split), emb.load(gallery_path).where("splits", gallery_split)
+    else:
+        queries, targets = emb.query_gallery(probe, query_split, gallery_split)
+        if targets is None:
             raise PetkitError(
-                "cannot tell queries from gallery: one embeddings file, the same split for both and no role column",
+                "cannot tell queries from gallery: one embeddings file, the same split for both and no query/gallery roles",
                 "pass --gallery gallery.npz, or --query-split test --gallery-split train, or prepare with --gallery-per-identity",
             )
-        queries = queries.subset(queries.columns["roles"] != "gallery")
-        targets = targets.subset(targets.columns["roles"] != "query")
     emb.require_same_model(("queries", queries), ("gallery", targets))
     if not len(queries):
         raise PetkitError("no query images selected", "check --query-split or the role column")
