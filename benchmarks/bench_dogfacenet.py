@@ -34,11 +34,10 @@ from petkit.config import resolve
 from petkit.data import manifest as mf
 from petkit.data.images import open_rgb
 from petkit.data.prepare import PrepareOptions, prepare
-from petkit.engine.schedule import warmup_cosine
 from petkit.engine.trainer import train
 from petkit.evaluation.metrics import retrieval_metrics
 from petkit.models.model import build_model
-from petkit.registry import LOSSES, MINERS, SAMPLERS
+from petkit.registry import LOSSES, MINERS, SAMPLERS, SCHEDULES
 
 DATASET = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "dogfacenet-dev"
 
@@ -72,7 +71,7 @@ def plain_train(config, rows, manifest, epochs):
                            miner=MINERS.build(config.miner) if config.miner else None)
     optimizer = torch.optim.AdamW(list(model.parameters()) + list(loss_fn.parameters()), lr=config.optim.lr,
                                   weight_decay=config.optim.weight_decay)
-    scheduler = warmup_cosine(optimizer, epochs * len(sampler), int(config.optim.warmup_epochs * len(sampler)), config.optim.min_lr_ratio)
+    scheduler = SCHEDULES.build(config.optim.schedule, optimizer=optimizer, steps_per_epoch=len(sampler), epochs=epochs)
     images, started = 0, time.perf_counter()
     model.train()
     for epoch in range(1, epochs + 1):

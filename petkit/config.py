@@ -31,20 +31,6 @@ class Component:
 
 
 @dataclass
-class AugmentConfig:
-    """Batched train-time augmentation, applied on the training device (see petkit.data.augment)."""
-
-    hflip: bool = True
-    scale: list[float] = field(default_factory=lambda: [0.75, 1.0])  # zoom range of the crop
-    shift: float = 0.08  # max translation, fraction of the image side
-    rotate: float = 10.0  # max rotation, degrees
-    brightness: float = 0.3
-    contrast: float = 0.3
-    saturation: float = 0.3
-    grayscale_p: float = 0.1
-
-
-@dataclass
 class DataConfig:
     manifest: str | None = None  # resolved relative to the working directory
     image_size: int = 112
@@ -52,7 +38,8 @@ class DataConfig:
     std: list[float] | None = None
     cache_images: bool = True  # decode + resize each image once, keep uint8 in memory
     num_workers: int = 2  # decoding threads when cache_images is false
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # batched: fast on-device warp + jitter; pet_faces / faces_distortion / classification / v2: torchvision v2
+    augment: Component = field(default_factory=lambda: Component("batched"))
     sampler: Component = field(default_factory=lambda: Component("pk", {"p": 16, "k": 4}))
 
 
@@ -68,11 +55,14 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
+    optimizer: Component = field(default_factory=lambda: Component("adamw"))  # adamw | adam | sgd
     lr: float = 1e-3
-    weight_decay: float = 0.05
-    warmup_epochs: float = 1.0
-    min_lr_ratio: float = 0.01  # cosine floor, as a fraction of lr
-    loss_lr: float | None = None  # learning rate of loss parameters (ArcFace weights); None: lr
+    weight_decay: float = 0.05  # not applied to biases and norm weights
+    schedule: Component = field(
+        default_factory=lambda: Component("warmup_cosine", {"warmup_epochs": 1.0, "min_lr_ratio": 0.01})
+    )
+    # per parameter group learning rates: backbone, head, loss (ArcFace centres...); others use lr
+    group_lr: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -84,6 +74,8 @@ class TrainConfig:
     grad_clip: float | None = 5.0  # max global gradient norm; null disables
     val_metric: str = "recall@1"
     early_stopping_patience: int | None = 5  # epochs without improvement; null disables
+    accumulate_steps: int = 1  # optimiser step every N batches (mining still sees one batch at a time)
+    ema_decay: float | None = None  # e.g. 0.999: validate and save an exponential moving average of the weights
     seed: int = 0
 
 
@@ -94,8 +86,8 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: Component = field(default_factory=lambda: Component("triplet", {"margin": 0.2}))
-    # batch_all, not batch_hard: from random init, batch-hard mining collapses (loss stays at the margin)
-    miner: Component | None = field(default_factory=lambda: Component("batch_all"))
+    # null: the loss's own default (triplet: batch_all, contrastive: all_pairs; siamese_pairs: adjacent_pairs)
+    miner: Component | None = None
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -238,7 +230,7 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
     parts = key.strip().split(".")
     for part in parts[:-1]:
         child = node.get(part)
-        if isinstance(child, str) and part in ("loss", "miner", "backbone", "head", "sampler"):
+        if isinstance(child, str) and part in _COMPONENT_KEYS:
             child = {"name": child}
         if child is None:
             child = {}
@@ -266,7 +258,7 @@ def resolve(
 
 
 # components whose args belong to the chosen name: replacing the name drops the old args
-_COMPONENT_KEYS = {"loss", "miner", "backbone", "head", "sampler"}
+_COMPONENT_KEYS = {"loss", "miner", "backbone", "head", "sampler", "augment", "optimizer", "schedule"}
 
 
 def _deep_update(target: dict[str, Any], update: dict[str, Any]) -> None:

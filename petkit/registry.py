@@ -161,15 +161,18 @@ def _accepted(factory: Callable, context: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in context.items() if k in params}
 
 
-BACKBONES = Registry("backbones", ("petkit.models.backbones",))
+BACKBONES = Registry("backbones", ("petkit.models.backbones", "petkit.models.scratch"))
 HEADS = Registry("heads", ("petkit.models.heads",))
-LOSSES = Registry("losses", ("petkit.losses.triplet", "petkit.losses.margin"), noun="loss")
-MINERS = Registry("miners", ("petkit.miners.triplet",))
+LOSSES = Registry("losses", ("petkit.losses.triplet", "petkit.losses.pairs", "petkit.losses.classifier", "petkit.losses.combined"), noun="loss")
+MINERS = Registry("miners", ("petkit.miners.triplet", "petkit.miners.pairs"))
 SAMPLERS = Registry("samplers", ("petkit.data.samplers",))
+AUGMENTATIONS = Registry("augmentations", ("petkit.data.augment",))
+OPTIMIZERS = Registry("optimizers", ("petkit.engine.optim",))
+SCHEDULES = Registry("schedules", ("petkit.engine.schedule",))
 DATASETS = Registry("datasets", ("petkit.data.sources",))
 EVALUATORS = Registry("evaluators", ("petkit.evaluation.evaluators",))
 SUBMISSIONS = Registry("submissions", ("petkit.submit.writers",))
 
 ALL_REGISTRIES: tuple[Registry, ...] = (
-    BACKBONES, HEADS, LOSSES, MINERS, SAMPLERS, DATASETS, EVALUATORS, SUBMISSIONS,
+    BACKBONES, HEADS, LOSSES, MINERS, SAMPLERS, AUGMENTATIONS, OPTIMIZERS, SCHEDULES, DATASETS, EVALUATORS, SUBMISSIONS,
 )

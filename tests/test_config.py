@@ -14,10 +14,10 @@ def test_defaults_validate_and_round_trip_through_yaml(tmp_path):
 def test_yaml_then_overrides_in_order(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("train:\n  epochs: 7\n  seed: 3\noptim:\n  lr: 3e-4\n")
-    config = resolve(path, ["train.epochs=2", "data.augment.scale=[0.5, 1.0]"])
+    config = resolve(path, ["train.epochs=2", "data.augment.args.scale=[0.5, 1.0]"])
     assert config.train.epochs == 2 and config.train.seed == 3
     assert config.optim.lr == pytest.approx(3e-4)  # '3e-4' is a string in YAML 1.1
-    assert config.data.augment.scale == [0.5, 1.0]
+    assert config.data.augment == Component("batched", {"scale": [0.5, 1.0]})
 
 
 def test_changing_a_component_name_drops_the_old_args(tmp_path):
@@ -37,7 +37,8 @@ def test_changing_a_component_name_drops_the_old_args(tmp_path):
         ("train.epochs=five", "'train.epochs' must be int"),
         ("train.epochs=true", "'train.epochs' must be int"),
         ("train.precision=fp8", "allowed values: auto, fp32, fp16, bf16"),
-        ("data.augment.scale=0.5", "'data.augment.scale' must be a list"),
+        ("data.mean=0.5", "'data.mean' must be a list"),
+        ("optim.group_lr=3", "'optim.group_lr' must be a mapping"),
         ("loss={args: {}}", "'loss' is incomplete"),
         ("epochs5", "not of the form key=value"),
     ],

@@ -3,8 +3,7 @@ from collections import Counter
 import pytest
 import torch
 
-from petkit.config import AugmentConfig
-from petkit.data.augment import augment
+from petkit.data.augment import BatchedAugment
 from petkit.data.batches import ImageStore, sequential
 from petkit.data.manifest import read_manifest
 from petkit.data.samplers import PKSampler
@@ -40,16 +39,16 @@ def test_pk_needs_two_identities():
 
 def test_identity_augmentation_is_a_no_op():
     images = torch.rand(3, 3, 16, 16)
-    off = AugmentConfig(hflip=False, scale=[1.0, 1.0], shift=0, rotate=0, brightness=0, contrast=0, saturation=0, grayscale_p=0)
-    torch.testing.assert_close(augment(images, off), images, atol=1e-5, rtol=0)
+    off = BatchedAugment(hflip=False, scale=[1.0, 1.0], shift=0, rotate=0, brightness=0, contrast=0, saturation=0, grayscale_p=0)
+    torch.testing.assert_close(off(images), images, atol=1e-5, rtol=0)
 
 
 def test_augmentation_is_random_bounded_and_seeded():
     images = torch.rand(4, 3, 16, 16)
-    config = AugmentConfig()
-    out1 = augment(images, config, torch.Generator().manual_seed(3))
-    out2 = augment(images, config, torch.Generator().manual_seed(3))
-    out3 = augment(images, config, torch.Generator().manual_seed(4))
+    config = BatchedAugment()
+    out1 = config(images, torch.Generator().manual_seed(3))
+    out2 = config(images, torch.Generator().manual_seed(3))
+    out3 = config(images, torch.Generator().manual_seed(4))
     assert out1.shape == images.shape and out1.min() >= 0 and out1.max() <= 1
     torch.testing.assert_close(out1, out2)
     assert not torch.allclose(out1, out3)
@@ -57,8 +56,8 @@ def test_augmentation_is_random_bounded_and_seeded():
 
 def test_flip_only_mirrors_the_image():
     images = torch.rand(64, 3, 8, 8)
-    flip = AugmentConfig(hflip=True, scale=[1.0, 1.0], shift=0, rotate=0, brightness=0, contrast=0, saturation=0, grayscale_p=0)
-    out = augment(images, flip, torch.Generator().manual_seed(0))
+    flip = BatchedAugment(hflip=True, scale=[1.0, 1.0], shift=0, rotate=0, brightness=0, contrast=0, saturation=0, grayscale_p=0)
+    out = flip(images, torch.Generator().manual_seed(0))
     mirrored = [torch.allclose(o, i.flip(2), atol=1e-5) for o, i in zip(out, images)]
     same = [torch.allclose(o, i, atol=1e-5) for o, i in zip(out, images)]
     assert all(m or s for m, s in zip(mirrored, same)) and 10 < sum(mirrored) < 54

@@ -3,11 +3,10 @@ import torch
 
 from petkit.config import Component, ModelConfig, resolve
 from petkit.engine.engine import Engine, resolve_precision
-from petkit.engine.schedule import warmup_cosine
 from petkit.errors import PetkitError
 from petkit.models.checkpoint import fingerprint, load_checkpoint, save_checkpoint
 from petkit.models.model import build_model
-from petkit.registry import BACKBONES, HEADS
+from petkit.registry import BACKBONES, HEADS, SCHEDULES
 
 TINY = ModelConfig(Component("timm", {"model": "resnet10t"}), Component("mlp", {"hidden_dim": 32, "embedding_dim": 16}))
 
@@ -37,13 +36,14 @@ def test_engine_step_updates_weights_and_embeddings_are_unit_length(precision):
         out = model(images)
     assert out.dtype == torch.float32
     torch.testing.assert_close(out.norm(dim=1), torch.ones(4), atol=1e-4, rtol=0)
-    engine.backward_step(out[:, 0].sum(), optimizer, list(model.parameters()), grad_clip=1.0)
+    engine.backward(out[:, 0].sum())
+    engine.step(optimizer, list(model.parameters()), grad_clip=1.0)
     assert fingerprint(model) != before
 
 
 def test_warmup_cosine_shape():
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    sched = warmup_cosine(opt, total_steps=100, warmup_steps=10, min_ratio=0.1)
+    sched = SCHEDULES.build({"name": "warmup_cosine", "args": {"warmup_epochs": 1, "min_lr_ratio": 0.1}}, optimizer=opt, steps_per_epoch=10, epochs=10)
     lrs = []
     for _ in range(100):
         lrs.append(opt.param_groups[0]["lr"])

@@ -31,7 +31,11 @@ def train_command(
     name: Optional[str] = typer.Option(None, "--name", help="Run name: output goes to <output-dir>/<name>/."),
     output_dir: Optional[str] = typer.Option(None, "--output-dir", help="Parent folder of runs (default: runs)."),
     loss: Optional[str] = typer.Option(None, "--loss", help="Loss name (see 'petkit plugins list')."),
-    miner: Optional[str] = typer.Option(None, "--miner", help="Miner name, or 'none'."),
+    miner: Optional[str] = typer.Option(None, "--miner", help="Miner name, or 'none' for the loss's default."),
+    sampler: Optional[str] = typer.Option(None, "--sampler", help="Batch sampler: pk, class_balanced, siamese_pairs."),
+    augment: Optional[str] = typer.Option(None, "--augment", help="Augmentation: batched, pet_faces, faces_distortion, classification, none."),
+    optimizer: Optional[str] = typer.Option(None, "--optimizer", help="adamw, adam or sgd."),
+    schedule: Optional[str] = typer.Option(None, "--schedule", help="warmup_cosine, cosine, cosine_restarts, step, multistep, plateau, constant."),
     backbone: Optional[str] = typer.Option(None, "--backbone", help="A registered backbone or any timm model name."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Number of epochs."),
     image_size: Optional[int] = typer.Option(None, "--image-size", help="Square input side in pixels."),
@@ -43,7 +47,8 @@ def train_command(
     from petkit.config import resolve
     from petkit.engine.trainer import check_components, train
 
-    flags = _flag_overrides(manifest, name, output_dir, loss, miner, epochs, image_size, lr, device, precision)
+    flags = _flag_overrides(manifest, name, output_dir, epochs, image_size, lr, device, precision)
+    flags += _component_overrides(loss=loss, miner=miner, sampler=sampler, augment=augment, optimizer=optimizer, schedule=schedule)
     base_path = config
     if resume:
         base_path = _resume_config(config, name, output_dir)
@@ -57,16 +62,26 @@ def train_command(
     _summary(result, settings.train.val_metric)
 
 
-def _flag_overrides(manifest, name, output_dir, loss, miner, epochs, image_size, lr, device, precision) -> list[str]:
+def _flag_overrides(manifest, name, output_dir, epochs, image_size, lr, device, precision) -> list[str]:
     pairs = [
         ("data.manifest", manifest), ("name", name), ("output_dir", output_dir), ("train.epochs", epochs),
         ("data.image_size", image_size), ("optim.lr", lr), ("train.device", device), ("train.precision", precision),
     ]
-    out = [f"{key}={value}" for key, value in pairs if value is not None]
-    if loss:
-        out.append(f"loss={{name: {loss}}}")
-    if miner:
-        out.append("miner=null" if miner == "none" else f"miner={{name: {miner}}}")
+    return [f"{key}={value}" for key, value in pairs if value is not None]
+
+
+_COMPONENT_PATHS = {"loss": "loss", "miner": "miner", "sampler": "data.sampler", "augment": "data.augment",
+                    "optimizer": "optim.optimizer", "schedule": "optim.schedule"}
+
+
+def _component_overrides(**names: Optional[str]) -> list[str]:
+    """--loss X style flags: a new component by name, with that component's default args."""
+    out = []
+    for flag, value in names.items():
+        if not value:
+            continue
+        path = _COMPONENT_PATHS[flag]
+        out.append(f"{path}=null" if flag == "miner" and value == "none" else f"{path}={{name: {value}}}")
     return out
 
 

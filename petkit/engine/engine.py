@@ -106,15 +106,18 @@ class Engine:
         batch = batch.to(self.device, non_blocking=True).float().div_(255.0)
         return batch.contiguous(memory_format=torch.channels_last) if self.channels_last else batch
 
-    def backward_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, parameters, grad_clip: float | None) -> None:
-        """Scaled backward, unscale, clip, step (fp16 overflow skips the step, as GradScaler does)."""
-        optimizer.zero_grad(set_to_none=True)
+    def backward(self, loss: torch.Tensor) -> None:
+        """Backward through the loss, scaled when fp16 needs it (gradients accumulate until step)."""
         self.scaler.scale(loss).backward()
+
+    def step(self, optimizer: torch.optim.Optimizer, parameters, grad_clip: float | None) -> None:
+        """Unscale, clip, step (an fp16 overflow skips the step, as GradScaler does), clear gradients."""
         if grad_clip:
             self.scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
             torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
         self.scaler.step(optimizer)
         self.scaler.update()
+        optimizer.zero_grad(set_to_none=True)
 
     def state_dict(self) -> dict:
         return {"scaler": self.scaler.state_dict()}

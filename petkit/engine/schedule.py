@@ -1,20 +1,149 @@
-"""Learning-rate schedule: linear warmup, then cosine decay to a floor, stepped per batch."""
+"""Learning-rate schedules, stepped once per optimiser step.
+
+Every schedule is a factor on each parameter group's base learning rate, computed from the
+fractional epoch ``t = step / steps_per_epoch``; an optional linear warmup multiplies any of
+them. ``plateau`` also listens to the validation metric at each epoch end. One class instead
+of torch's scheduler zoo keeps warmup, resume (``state_dict``) and per-batch stepping uniform.
+"""
 
 from __future__ import annotations
 
 import math
+from typing import Callable, Sequence
 
 import torch
 
+from petkit.errors import PetkitError
+from petkit.registry import SCHEDULES
 
-def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int, min_ratio: float) -> torch.optim.lr_scheduler.LambdaLR:
-    total_steps = max(1, total_steps)
-    warmup_steps = min(max(0, warmup_steps), total_steps - 1)
+Factor = Callable[[float], float]
 
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / (warmup_steps + 1)
-        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+class Schedule:
+    def __init__(self, optimizer: torch.optim.Optimizer, steps_per_epoch: int, factor: Factor, warmup_epochs: float = 0.0):
+        if warmup_epochs < 0:
+            raise PetkitError(f"warmup_epochs must be >= 0, got {warmup_epochs}")
+        self.optimizer = optimizer
+        self.steps_per_epoch = max(1, steps_per_epoch)
+        self.factor = factor
+        self.warmup_steps = int(round(warmup_epochs * self.steps_per_epoch))
+        self.base_lrs = [group["lr"] for group in optimizer.param_groups]
+        self.steps = 0
+        self.scale = 1.0  # multiplied down by plateau
+        self._apply()
+
+    def lr_factor(self) -> float:
+        warm = (self.steps + 1) / (self.warmup_steps + 1) if self.steps < self.warmup_steps else 1.0
+        return warm * self.scale * self.factor(self.steps / self.steps_per_epoch)
+
+    def step(self) -> None:
+        self.steps += 1
+        self._apply()
+
+    def epoch_end(self, metric: float | None) -> None:
+        """Called after validation; only metric-driven schedules use it."""
+
+    def _apply(self) -> None:
+        factor = self.lr_factor()
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = base * factor
+
+    def state_dict(self) -> dict:
+        return {"steps": self.steps, "scale": self.scale}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.steps, self.scale = int(state["steps"]), float(state["scale"])
+        self._apply()
+
+
+class PlateauSchedule(Schedule):
+    """Multiply the learning rate by ``factor`` after ``patience`` epochs without a better metric."""
+
+    def __init__(self, optimizer, steps_per_epoch: int, factor: float, patience: int, min_lr_ratio: float, warmup_epochs: float):
+        if not 0 < factor < 1 or patience < 0:
+            raise PetkitError(f"plateau needs 0 < factor < 1 and patience >= 0, got factor={factor}, patience={patience}")
+        self.reduce_by, self.patience, self.min_ratio = factor, patience, min_lr_ratio
+        self.best: float | None = None
+        self.bad_epochs = 0
+        super().__init__(optimizer, steps_per_epoch, lambda t: 1.0, warmup_epochs)
+
+    def epoch_end(self, metric: float | None) -> None:
+        if metric is None or math.isnan(metric):
+            return
+        if self.best is None or metric > self.best:
+            self.best, self.bad_epochs = metric, 0
+            return
+        self.bad_epochs += 1
+        if self.bad_epochs > self.patience:
+            self.scale = max(self.min_ratio, self.scale * self.reduce_by)
+            self.bad_epochs = 0
+            self._apply()
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "best": self.best, "bad_epochs": self.bad_epochs}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.bad_epochs = state["best"], int(state["bad_epochs"])
+        super().load_state_dict(state)
+
+
+def _cosine(progress: float, min_ratio: float) -> float:
+    progress = min(1.0, max(0.0, progress))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+@SCHEDULES.register("warmup_cosine")
+def warmup_cosine(optimizer, steps_per_epoch: int, epochs: int, warmup_epochs: float = 1.0, min_lr_ratio: float = 0.01) -> Schedule:
+    """Linear warmup, then cosine decay to min_lr_ratio * lr at the last step."""
+    warm = min(warmup_epochs, max(0.0, epochs - 1 / max(1, steps_per_epoch)))
+    return Schedule(optimizer, steps_per_epoch, lambda t: _cosine((t - warm) / max(1e-9, epochs - warm), min_lr_ratio), warm)
+
+
+@SCHEDULES.register("cosine")
+def cosine(optimizer, steps_per_epoch: int, epochs: int, min_lr_ratio: float = 0.01) -> Schedule:
+    """Cosine decay from lr to min_lr_ratio * lr over the run, no warmup."""
+    return Schedule(optimizer, steps_per_epoch, lambda t: _cosine(t / max(1, epochs), min_lr_ratio))
+
+
+@SCHEDULES.register("cosine_restarts")
+def cosine_restarts(optimizer, steps_per_epoch: int, t0: float = 10.0, t_mult: int = 1, min_lr_ratio: float = 0.01, warmup_epochs: float = 0.0) -> Schedule:
+    """SGDR: cosine cycles of t0 epochs, each t_mult times longer than the last, restarting at lr."""
+    if t0 <= 0 or t_mult < 1:
+        raise PetkitError(f"cosine_restarts needs t0 > 0 and t_mult >= 1, got t0={t0}, t_mult={t_mult}")
+
+    def factor(t: float) -> float:
+        length = t0
+        while t >= length:
+            t -= length
+            length *= t_mult
+        return _cosine(t / length, min_lr_ratio)
+
+    return Schedule(optimizer, steps_per_epoch, factor, warmup_epochs)
+
+
+@SCHEDULES.register("step")
+def step(optimizer, steps_per_epoch: int, step_epochs: int = 10, gamma: float = 0.1, warmup_epochs: float = 0.0) -> Schedule:
+    """Multiply lr by gamma every step_epochs epochs."""
+    if step_epochs < 1:
+        raise PetkitError(f"step schedule needs step_epochs >= 1, got {step_epochs}")
+    return Schedule(optimizer, steps_per_epoch, lambda t: gamma ** int(t // step_epochs), warmup_epochs)
+
+
+@SCHEDULES.register("multistep")
+def multistep(optimizer, steps_per_epoch: int, milestones: Sequence[int] = (10, 20), gamma: float = 0.1, warmup_epochs: float = 0.0) -> Schedule:
+    """Multiply lr by gamma at each milestone epoch."""
+    marks = sorted(int(m) for m in milestones)
+    return Schedule(optimizer, steps_per_epoch, lambda t: gamma ** sum(t >= m for m in marks), warmup_epochs)
+
+
+@SCHEDULES.register("plateau")
+def plateau(optimizer, steps_per_epoch: int, factor: float = 0.1, patience: int = 2, min_lr_ratio: float = 0.001,
+            warmup_epochs: float = 0.0) -> PlateauSchedule:
+    """Multiply lr by factor when the validation metric stalls for more than patience epochs."""
+    return PlateauSchedule(optimizer, steps_per_epoch, factor, patience, min_lr_ratio, warmup_epochs)
+
+
+@SCHEDULES.register("constant")
+def constant(optimizer, steps_per_epoch: int, warmup_epochs: float = 0.0) -> Schedule:
+    """A fixed learning rate (after an optional warmup)."""
+    return Schedule(optimizer, steps_per_epoch, lambda t: 1.0, warmup_epochs)

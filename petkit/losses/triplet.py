@@ -1,4 +1,4 @@
-"""Triplet margin loss over mined triplets.
+"""Triplet margin loss over mined triplets, and the real/fake-aware quadruplet loss.
 
 ``loss = mean over triplets with loss > 0 of max(0, d(a, p) - d(a, n) + margin)`` with the
 Euclidean distance, as pytorch-metric-learning's ``TripletMarginLoss`` with its default
@@ -11,46 +11,80 @@ import torch
 from torch import nn
 
 from petkit.errors import PetkitError
-from petkit.registry import LOSSES, MINERS
-
-
-def pair_distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    # the clamp keeps the gradient of sqrt finite for identical vectors
-    return ((x - y) ** 2).sum(dim=1).clamp_min(1e-12).sqrt()
-
-
-def distance_matrix(embeddings: torch.Tensor) -> torch.Tensor:
-    squared = (embeddings[:, None, :] - embeddings[None, :, :]).pow(2).sum(-1)
-    return squared.clamp_min(1e-12).sqrt()
+from petkit.losses.base import checked_miner, distance_matrix, pair_distance, zero_loss
+from petkit.registry import LOSSES
 
 
 class TripletMarginLoss(nn.Module):
-    needs_miner = True
-
-    def __init__(self, margin: float = 0.2, miner=None, soft: bool = False):
+    def __init__(self, margin: float = 0.2, miner=None, soft: bool = False, name: str = "triplet"):
         super().__init__()
         if margin < 0:
-            raise PetkitError(f"triplet margin must be >= 0, got {margin}")
+            raise PetkitError(f"{name} margin must be >= 0, got {margin}")
         self.margin = margin
         self.soft = soft
-        self.miner = miner or MINERS.build({"name": "batch_all"})
+        self.miner = checked_miner(name, miner, "triplet", "batch_all")
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         embeddings = embeddings.float()
         with torch.no_grad():
             distances = distance_matrix(embeddings)
-        a, p, n = self.miner(distances, labels)
+        return self.on_triplets(embeddings, *self.miner(distances, labels))
+
+    def on_triplets(self, embeddings: torch.Tensor, a: torch.Tensor, p: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
         if len(a) == 0:  # no identity with two images in the batch: nothing to learn from
-            return embeddings.sum() * 0.0
+            return zero_loss(embeddings)
         gap = pair_distance(embeddings[a], embeddings[p]) - pair_distance(embeddings[a], embeddings[n])
         if self.soft:  # soft-margin variant: log(1 + exp(gap)), no margin to tune
             return nn.functional.softplus(gap).mean()
         losses = torch.relu(gap + self.margin)
         positive = losses > 0
-        return losses[positive].mean() if positive.any() else losses.sum() * 0.0
+        return losses[positive].mean() if positive.any() else zero_loss(embeddings)
+
+
+class QuadrupletLoss(nn.Module):
+    """``triplet(a, p, n) + lambda * triplet(a, p, fake)``.
+
+    Anchors and positives are real images of one identity, ``n`` a real image of another and
+    ``fake`` a fake image in the batch: a forgery must sit farther from the anchor than its
+    genuine positive, whoever it imitates. Each term is mined with the configured miner.
+    """
+
+    needs_fake = True
+
+    def __init__(self, margin: float = 0.2, fake_margin: float | None = None, fake_weight: float = 1.0, miner=None):
+        super().__init__()
+        if fake_weight < 0:
+            raise PetkitError(f"quadruplet fake_weight (lambda) must be >= 0, got {fake_weight}")
+        self.real = TripletMarginLoss(margin, miner, name="quadruplet")
+        self.fake = TripletMarginLoss(margin if fake_margin is None else fake_margin, self.real.miner, name="quadruplet")
+        self.fake_weight = fake_weight
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, is_fake: torch.Tensor) -> torch.Tensor:
+        embeddings = embeddings.float()
+        is_fake = is_fake.bool()
+        # each fake gets a label of its own: it is never a positive, only a negative
+        mining_labels = torch.where(is_fake, -1 - torch.arange(len(labels), device=labels.device), labels)
+        with torch.no_grad():
+            distances = distance_matrix(embeddings)
+        real = torch.nonzero(~is_fake, as_tuple=True)[0]
+        a, p, n = self.real.miner(distances[real][:, real], mining_labels[real])
+        real_term = self.real.on_triplets(embeddings, real[a], real[p], real[n])
+        # the fake term mines as if real images of other identities were out of reach,
+        # so a hard miner picks the hardest fake, not the hardest negative of any kind
+        other_real = ~is_fake[None, :] & (labels[:, None] != labels[None, :])
+        a, p, n = self.real.miner(distances.masked_fill(other_real, torch.inf), mining_labels)
+        keep = is_fake[n]
+        fake_term = self.fake.on_triplets(embeddings, a[keep], p[keep], n[keep])
+        return real_term + self.fake_weight * fake_term
 
 
 @LOSSES.register("triplet")
 def triplet(margin: float = 0.2, soft: bool = False, miner=None) -> TripletMarginLoss:
-    """Triplet margin loss on mined triplets (miner from the config's ``miner``)."""
+    """Triplet margin loss on mined triplets (miner from the config; default batch_all)."""
     return TripletMarginLoss(margin=margin, miner=miner, soft=soft)
+
+
+@LOSSES.register("quadruplet")
+def quadruplet(margin: float = 0.2, fake_weight: float = 1.0, fake_margin: float | None = None, miner=None) -> QuadrupletLoss:
+    """triplet(a, p, n) + lambda * triplet(a, p, fake), fakes from the manifest's is_fake column."""
+    return QuadrupletLoss(margin, fake_margin, fake_weight, miner)

@@ -1,19 +1,22 @@
 """Triplet miners: (anchor, positive, negative) index triples from a labelled batch.
 
 Miners see a distance matrix and the labels; they never compute gradients, so losses stay
-the single place where the maths of the objective lives.
+the single place where the maths of the objective lives. ``kind`` tells a loss what a miner
+returns: ``"triplet"`` (a, p, n) or ``"pair"`` (a1, p, a2, n).
 """
 
 from __future__ import annotations
 
 import torch
 
+from petkit.errors import PetkitError
 from petkit.registry import MINERS
 
 Triplets = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
-def _masks(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def label_masks(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(positive, negative) boolean matrices; an item is never its own positive."""
     same = labels[:, None] == labels[None, :]
     eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
     return same & ~eye, ~same
@@ -31,20 +34,46 @@ def batch_hard() -> BatchHardMiner:
     return BatchHardMiner()
 
 
+@MINERS.register("batch_semi_hard")
+def batch_semi_hard(margin: float = 0.2) -> BatchSemiHardMiner:
+    """Triples whose negative is farther than the positive but within the margin (FaceNet)."""
+    return BatchSemiHardMiner(margin)
+
+
 class BatchAllMiner:
+    kind = "triplet"
+
     def __call__(self, distances: torch.Tensor, labels: torch.Tensor) -> Triplets:
-        positive, negative = _masks(labels)
+        positive, negative = label_masks(labels)
         valid = positive[:, :, None] & negative[:, None, :]
         a, p, n = torch.nonzero(valid, as_tuple=True)
         return a, p, n
 
 
 class BatchHardMiner:
+    kind = "triplet"
+
     def __call__(self, distances: torch.Tensor, labels: torch.Tensor) -> Triplets:
-        positive, negative = _masks(labels)
+        positive, negative = label_masks(labels)
         usable = positive.any(1) & negative.any(1)
         d = distances.detach()
         hardest_p = torch.where(positive, d, torch.full_like(d, -torch.inf)).argmax(1)
         hardest_n = torch.where(negative, d, torch.full_like(d, torch.inf)).argmin(1)
         anchors = torch.nonzero(usable, as_tuple=True)[0]
         return anchors, hardest_p[anchors], hardest_n[anchors]
+
+
+class BatchSemiHardMiner:
+    kind = "triplet"
+
+    def __init__(self, margin: float):
+        if margin <= 0:
+            raise PetkitError(f"batch_semi_hard margin must be > 0, got {margin}", "use the triplet loss's margin, e.g. 0.2")
+        self.margin = margin
+
+    def __call__(self, distances: torch.Tensor, labels: torch.Tensor) -> Triplets:
+        a, p, n = BatchAllMiner()(distances, labels)
+        d = distances.detach()
+        gap = d[a, n] - d[a, p]  # > 0: the negative is already farther than the positive
+        keep = (gap > 0) & (gap <= self.margin)
+        return a[keep], p[keep], n[keep]

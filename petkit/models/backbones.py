@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import timm
 import torch
@@ -31,8 +32,9 @@ class Backbone:
 
 
 @BACKBONES.register("timm")
-def timm_backbone(model: str = "resnet18", pretrained: bool = False, weights: str | None = None, drop_path_rate: float = 0.0) -> Backbone:
-    """Any timm model as a pooled feature extractor (``model`` is a timm name)."""
+def timm_backbone(model: str = "resnet18", pretrained: bool = False, weights: str | None = None, drop_path_rate: float = 0.0,
+                  pool: Literal["avg", "gem"] = "avg", freeze_stages: int = 0) -> Backbone:
+    """Any timm model as a pooled feature extractor (``model`` is a timm name); GeM pooling, frozen stages."""
     if not timm.is_model(model):
         import difflib
 
@@ -41,6 +43,8 @@ def timm_backbone(model: str = "resnet18", pretrained: bool = False, weights: st
             f"unknown timm model '{model}'" + (f"; did you mean {', '.join(close)}?" if close else ""),
             "list the names with: python -c \"import timm; print(timm.list_models('*resnet*'))\"",
         )
+    if pool not in ("avg", "gem"):
+        raise PetkitError(f"timm backbone pool must be 'avg' or 'gem', got '{pool}'")
     kwargs = {"num_classes": 0}
     if drop_path_rate:
         kwargs["drop_path_rate"] = drop_path_rate
@@ -55,10 +59,74 @@ def timm_backbone(model: str = "resnet18", pretrained: bool = False, weights: st
         ) from exc
     if weights is not None:
         load_weights(module, Path(weights), model)
+    freeze_first_stages(module, freeze_stages, model)
     cfg = getattr(module, "pretrained_cfg", {}) or {}
     mean = tuple(cfg.get("mean", IMAGENET_MEAN))
     std = tuple(cfg.get("std", IMAGENET_STD))
-    return Backbone(module, int(module.num_features), mean, std)
+    if pool == "gem":
+        return Backbone(GeMFeatures(module), int(module.num_features), mean, std)
+    # some heads (MobileNetV3) add a hidden layer after pooling: that is the output width then
+    width = getattr(module, "head_hidden_size", None) or module.num_features
+    return Backbone(module, int(width), mean, std)
+
+
+class GeM(nn.Module):
+    """Generalised mean pooling (Radenovic et al., 2018): (mean x^p)^(1/p) with a learnable p;
+    p = 1 is average pooling, large p approaches max pooling."""
+
+    def __init__(self, p: float = 3.0, eps: float = 1e-6):
+        super().__init__()
+        self.p = nn.Parameter(torch.tensor(float(p)))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.p.clamp(min=1.0)
+        return x.clamp(min=self.eps).pow(p).mean(dim=(2, 3)).pow(1.0 / p)
+
+
+class GeMFeatures(nn.Module):
+    """A timm model's feature map, GeM-pooled."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.pool = GeM()
+        self.num_features = model.num_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.model.forward_features(x)
+        if features.ndim != 4:
+            raise PetkitError(f"GeM pooling needs a convolutional feature map, got shape {tuple(features.shape)}",
+                              "use pool: avg for transformer backbones")
+        return self.pool(features)
+
+
+def stage_names(module: nn.Module) -> list[str]:
+    """Names of the backbone's stages in forward order (those that own parameters)."""
+    if hasattr(module, "feature_info"):
+        names = [info["module"] for info in module.feature_info]
+    elif hasattr(module, "stages"):
+        names = [f"stages.{i}" for i in range(len(module.stages))]
+    else:
+        return []
+    return [n for n in names if any(True for _ in module.get_submodule(n).parameters())]
+
+
+def freeze_first_stages(module: nn.Module, count: int, model_name: str) -> None:
+    """Freeze the stem and the first ``count`` stages: no gradients, batch norms in inference mode."""
+    if count == 0:
+        return
+    stages = stage_names(module)
+    if not 0 < count <= len(stages):
+        raise PetkitError(f"freeze_stages={count} but '{model_name}' has {len(stages)} stages ({', '.join(stages)})",
+                          f"use 0..{len(stages)}")
+    names = [name for name, _ in module.named_parameters()]
+    last_stage = stages[count - 1] + "."
+    end = max(i for i, name in enumerate(names) if name.startswith(last_stage))
+    owners = sorted({name.rsplit(".", 1)[0] for name in names[: end + 1] if "." in name})
+    from timm.utils.model import freeze
+
+    freeze(module, owners)  # also swaps their BatchNorm2d for FrozenBatchNorm2d
 
 
 def load_weights(module: nn.Module, path: Path, model_name: str) -> None:

@@ -1,18 +1,37 @@
-"""Projection heads: backbone features -> the embedding (L2 normalisation happens in the model)."""
+"""Projection heads: backbone features -> the embedding (L2 normalisation happens in the model).
+
+Margin heads (ArcFace/CosFace class centres) are not here: they belong to the losses that use
+them (petkit.losses.classifier), so the embedding model stays the same, and exportable, for
+every loss.
+"""
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
+from petkit.errors import PetkitError
 from petkit.registry import HEADS
 
 
 @HEADS.register("mlp")
-def mlp_head(in_features: int, hidden_dim: int = 512, embedding_dim: int = 128) -> nn.Module:
-    """Linear -> ReLU -> Linear, as in the Siamese face-verification recipe."""
-    return nn.Sequential(
-        nn.Linear(in_features, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, embedding_dim)
-    )
+def mlp_head(in_features: int, hidden_dim: int = 512, embedding_dim: int = 128, layers: int = 2,
+             batch_norm: bool = False, dropout: float = 0.0) -> nn.Module:
+    """MLP projection: (layers - 1) x [Linear, (BN), ReLU, (Dropout)] then Linear (default Linear-ReLU-Linear)."""
+    if layers < 1:
+        raise PetkitError(f"mlp head needs layers >= 1, got {layers}")
+    modules: list[nn.Module] = []
+    width = in_features
+    for _ in range(layers - 1):
+        modules.append(nn.Linear(width, hidden_dim, bias=not batch_norm))
+        if batch_norm:
+            modules.append(nn.BatchNorm1d(hidden_dim))
+        modules.append(nn.ReLU(inplace=True))
+        if dropout:
+            modules.append(nn.Dropout(dropout))
+        width = hidden_dim
+    modules.append(nn.Linear(width, embedding_dim))
+    return nn.Sequential(*modules)
 
 
 @HEADS.register("linear")
@@ -25,3 +44,26 @@ def linear_head(in_features: int, embedding_dim: int = 128) -> nn.Module:
 def identity_head(in_features: int) -> nn.Module:
     """No projection: the pooled backbone features are the embedding."""
     return nn.Identity()
+
+
+class BNNeck(nn.Module):
+    """Optional linear reduction, then BatchNorm1d without a learnable shift (Luo et al., 2019).
+
+    The triplet-style loss and the classification loss both see the normalised feature; the
+    missing bias keeps the features centred so cosine and Euclidean geometry agree.
+    """
+
+    def __init__(self, in_features: int, embedding_dim: int | None):
+        super().__init__()
+        self.reduce = nn.Linear(in_features, embedding_dim, bias=False) if embedding_dim else nn.Identity()
+        self.bn = nn.BatchNorm1d(embedding_dim or in_features)
+        self.bn.bias.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.reduce(x))
+
+
+@HEADS.register("bnneck")
+def bnneck(in_features: int, embedding_dim: int | None = None) -> BNNeck:
+    """BN-neck: (Linear) + BatchNorm1d with a frozen zero bias, as in strong re-ID baselines."""
+    return BNNeck(in_features, embedding_dim)

@@ -1,0 +1,60 @@
+"""A weighted sum of losses from the config, e.g. cross-entropy + 0.005 * center loss::
+
+    loss:
+      name: sum
+      args:
+        losses:
+          - {name: cross_entropy, args: {label_smoothing: 0.1}, weight: 1.0}
+          - {name: center, weight: 0.005}
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from torch import nn
+
+from petkit.errors import PetkitError
+from petkit.registry import LOSSES
+
+
+class WeightedSumLoss(nn.Module):
+    def __init__(self, parts: list[nn.Module], weights: list[float], names: list[str]):
+        super().__init__()
+        self.parts = nn.ModuleList(parts)
+        self.weights = weights
+        self.names = names
+        self.needs_fake = any(getattr(part, "needs_fake", False) for part in parts)
+        classifiers = [part.classifier for part in parts if hasattr(part, "classifier")]
+        if classifiers:
+            self.classifier = classifiers[0]  # closed-set accuracy from the first classifying part
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, is_fake: torch.Tensor | None = None) -> torch.Tensor:
+        total = embeddings.sum() * 0.0
+        for part, weight in zip(self.parts, self.weights):
+            extra = {"is_fake": is_fake} if getattr(part, "needs_fake", False) else {}
+            total = total + weight * part(embeddings, labels, **extra)
+        return total
+
+
+@LOSSES.register("sum")
+def weighted_sum(losses: list, num_classes: int, embedding_dim: int, miner=None) -> WeightedSumLoss:
+    """Weighted sum of losses: args.losses = [{name, args, weight}, ...]."""
+    if not isinstance(losses, list) or not losses:
+        raise PetkitError("loss 'sum' needs args.losses: a non-empty list of {name, args, weight}",
+                          "e.g. losses: [{name: cross_entropy, weight: 1.0}, {name: center, weight: 0.005}]")
+    parts, weights, names = [], [], []
+    for i, spec in enumerate(losses):
+        if not isinstance(spec, dict) or "name" not in spec or set(spec) - {"name", "args", "weight"}:
+            raise PetkitError(f"loss 'sum': losses[{i}] must be {{name, args, weight}}, got {spec!r}")
+        if spec["name"] == "sum":
+            raise PetkitError("loss 'sum' cannot contain another 'sum'", "list all the parts in one sum")
+        weight = float(spec.get("weight", 1.0))
+        context = {"num_classes": num_classes, "embedding_dim": embedding_dim}
+        if miner is not None and "miner" in inspect.signature(LOSSES.get(spec["name"])).parameters:
+            context["miner"] = miner
+        parts.append(LOSSES.build({"name": spec["name"], "args": spec.get("args") or {}}, **context))
+        weights.append(weight)
+        names.append(spec["name"])
+    return WeightedSumLoss(parts, weights, names)
