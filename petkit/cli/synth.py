@@ -27,10 +27,11 @@ def synth_command(
     images: int = typer.Option(12, "--images", help="Photos per individual."),
     size: int = typer.Option(96, "--size", help="Image side in pixels."),
     seed: int = typer.Option(0, "--seed", help="Same seed, same pictures."),
+    fakes: int = typer.Option(0, "--fakes", help="Also draw N forged look-alikes per individual into <identity>/fake/."),
 ) -> None:
     from petkit.data.synthetic import generate
 
     with progress_bar("drawing pets", identities) as advance:
-        generate(out, identities, images, size, seed, progress=advance)
-    console.print(f"{identities} identities x {images} images of {size}px")
+        generate(out, identities, images, size, seed, progress=advance, fakes_per_identity=fakes)
+    console.print(f"{identities} identities x {images} images of {size}px" + (f", {fakes} fakes each in <identity>/fake/" if fakes else ""))
     written(("images", out))

@@ -63,6 +63,10 @@ class Manifest:
     def identities(self) -> list[str]:
         return sorted(set(self.values(IDENTITY)))
 
+    def real(self) -> Manifest:
+        """Without the rows marked is_fake = 1 (a fake of X must not count as a match for X)."""
+        return Manifest(self.root, [r for r in self.rows if r.get(IS_FAKE) != "1"], self.columns)
+
     def select(self, split: str | None) -> Manifest:
         if split is None:
             return self

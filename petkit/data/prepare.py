@@ -27,6 +27,7 @@ from petkit.io import refuse_overwrite, write_json
 
 SplitBy = Literal["identity", "image", "none"]
 DISTORTION_DIR = "distortion"
+FAKE_DIR = "fake"  # <identity>/fake/: forged images of that identity (is_fake = 1)
 REPORT_NAME = "prepare_report.json"
 _IGNORED_NAMES = {"Thumbs.db", "desktop.ini"}
 
@@ -101,14 +102,19 @@ def _discover_folders(root: Path, flatten: bool) -> tuple[list[Candidate], list[
                 continue
             rel = path.relative_to(root).as_posix()
             depth = len(path.relative_to(entry).parts)
-            if depth == 2 and path.parent.name == DISTORTION_DIR and flatten:
+            if depth == 2 and path.parent.name == FAKE_DIR:
+                candidates.append(Candidate(path, entry.name, rel, {mf.IS_FAKE: "1"}))
+            elif depth == 2 and path.parent.name == DISTORTION_DIR and flatten:
                 candidates.append(Candidate(path, entry.name, rel))
             elif depth == 1:
                 candidates.append(Candidate(path, entry.name, rel))
             elif path.parent.name == DISTORTION_DIR and depth == 2:
                 skipped.append({"path": rel, "reason": "in a distortion/ folder; pass --flatten-distortion to include it"})
             else:
-                skipped.append({"path": rel, "reason": "nested folder; images must sit directly in <identity>/"})
+                skipped.append({"path": rel, "reason": "nested folder; images must sit directly in <identity>/ (or its distortion/, fake/)"})
+    if any(c.extra.get(mf.IS_FAKE) == "1" for c in candidates):
+        for c in candidates:
+            c.extra.setdefault(mf.IS_FAKE, "0")
     return candidates, skipped
 
 

@@ -59,7 +59,8 @@ class ShardedBatchSampler:
     def __iter__(self) -> Iterator[list[int]]:
         batches = self.epoch_batches(random.Random(self.seed * 100_003 + self.epoch))
         per_rank = math.ceil(len(batches) / self.world_size)
-        padded = batches + batches[: per_rank * self.world_size - len(batches)]
+        # pad by cycling through the epoch again: fewer batches than ranks must still fill every rank
+        padded = (batches * self.world_size)[: per_rank * self.world_size]
         return iter(padded[self.rank::self.world_size])
 
     def __len__(self) -> int:

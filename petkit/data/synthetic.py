@@ -10,7 +10,7 @@ identity lives in the pattern and markings, not in the raw colours of the pictur
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -203,8 +203,10 @@ def generate(
     size: int = 96,
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
+    fakes_per_identity: int = 0,
 ) -> Path:
-    """Write ``<out_dir>/pet_NNN/pet_NNN_MM.jpg``; the same seed gives the same pictures."""
+    """Write ``<out_dir>/pet_NNN/pet_NNN_MM.jpg`` (and ``pet_NNN/fake/pet_NNN_fake_MM.jpg``
+    forgeries when ``fakes_per_identity`` > 0); the same seed gives the same pictures."""
     out_dir = Path(out_dir)
     if identities < 2 or images_per_identity < 2:
         raise PetkitError("a synthetic set needs at least 2 identities with 2 images each")
@@ -217,6 +219,29 @@ def generate(
         for k in range(images_per_identity):
             image = render(traits, np.random.default_rng([seed, identity, k + 1]), size)
             image.save(folder / f"{folder.name}_{k:02d}.jpg", quality=92)  # names unique across identities
+        if fakes_per_identity:
+            _write_fakes(folder, traits, fakes_per_identity, size, [seed, identity])
         if progress:
             progress(1)
     return out_dir
+
+
+def forge(traits: Traits, rng: np.random.Generator) -> Traits:
+    """A look-alike: same coat and ears, but the details a forger gets wrong (marking, pattern
+    layout, eye colour) differ, as a generated face keeps the gist and loses the specifics."""
+    others = [m for m in MARKINGS if m != traits.marking]
+    return replace(
+        traits,
+        marking=str(rng.choice(others)),
+        pattern_angle=float(traits.pattern_angle + rng.uniform(0.6, 2.5)),
+        blobs=tuple((float(rng.uniform(-0.7, 0.7)), float(rng.uniform(-0.7, 0.7)), r) for _, _, r in traits.blobs),
+        eye=tuple(int(v) for v in EYE_PALETTE[rng.integers(len(EYE_PALETTE))]),
+    )
+
+
+def _write_fakes(folder: Path, traits: Traits, count: int, size: int, key: list[int]) -> None:
+    fake_dir = folder / "fake"
+    fake_dir.mkdir()
+    for k in range(count):
+        rng = np.random.default_rng([*key, 10_000 + k])
+        render(forge(traits, rng), rng, size).save(fake_dir / f"{folder.name}_fake_{k:02d}.jpg", quality=92)

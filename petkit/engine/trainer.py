@@ -102,7 +102,7 @@ def train(config: Config, resume: bool = False, reporter: TrainReporter | None =
 
     manifest = _read_train_manifest(config)
     train_rows = manifest.select("train") if manifest.has(mf.SPLIT) else manifest
-    val_rows = manifest.select("val") if manifest.has(mf.SPLIT) else None
+    val_rows = manifest.select("val").real() if manifest.has(mf.SPLIT) else None
     identities = train_rows.identities()
     label_of = {name: i for i, name in enumerate(identities)}
     labels = torch.tensor([label_of[r[mf.IDENTITY]] for r in train_rows.rows])
@@ -113,6 +113,12 @@ def train(config: Config, resume: bool = False, reporter: TrainReporter | None =
     sampler = SAMPLERS.build(config.data.sampler, labels=labels.tolist(), seed=config.train.seed)
     loss_fn = LOSSES.build(config.loss, num_classes=len(identities), embedding_dim=model.embedding_dim, miner=_miner(config, sampler))
     is_fake = _fake_flags(loss_fn, train_rows, config)
+    if is_fake is None and any(v == "1" for v in train_rows.values(mf.IS_FAKE)):
+        # a fake of X labelled X would teach the model that forgeries match: only fake-aware losses see them
+        reporter.setup(f"{len(train_rows) - len(train_rows.real())} fake train images left out: loss '{config.loss.name}' does not use them")
+        train_rows = train_rows.real()
+        labels = torch.tensor([label_of[r[mf.IDENTITY]] for r in train_rows.rows])
+        sampler = SAMPLERS.build(config.data.sampler, labels=labels.tolist(), seed=config.train.seed)
     if config.train.val_metric == "accuracy" and not hasattr(loss_fn, "classifier"):
         raise PetkitError(f"train.val_metric 'accuracy' needs a classification loss; '{config.loss.name}' has no classifier",
                           "use recall@1, or a loss such as cross_entropy, arcface or cosface")
@@ -315,8 +321,7 @@ def _fake_flags(loss_fn, rows: mf.Manifest, config: Config) -> torch.Tensor | No
     """is_fake per train row for losses that need it; a clear error when the manifest has none."""
     if not getattr(loss_fn, "needs_fake", False):
         return None
-    values = rows.values(mf.IS_FAKE) if rows.has(mf.IS_FAKE) else []
-    flags = torch.tensor([v in ("1", "true", "True") for v in values], dtype=torch.bool)
+    flags = torch.tensor([v == "1" for v in rows.values(mf.IS_FAKE)], dtype=torch.bool)
     if not bool(flags.any()):
         where = "has no is_fake column" if not rows.has(mf.IS_FAKE) else "marks no train image as fake (is_fake=1)"
         raise PetkitError(
