@@ -85,7 +85,8 @@ class Config:
     output_dir: str = "runs"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    loss: Component = field(default_factory=lambda: Component("triplet", {"margin": 0.2}))
+    # supcon: the best test Recall@1 and mAP@R of benchmarks/bench_losses.py on real dog faces
+    loss: Component = field(default_factory=lambda: Component("supcon", {"temperature": 0.1}))
     # null: the loss's own default (triplet: batch_all, contrastive: all_pairs; siamese_pairs: adjacent_pairs)
     miner: Component | None = None
     optim: OptimConfig = field(default_factory=OptimConfig)

@@ -24,9 +24,9 @@ def test_changing_a_component_name_drops_the_old_args(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("loss:\n  name: arcface\n  args: {scale: 16}\n")
     config = resolve(path)
-    assert config.loss == Component("arcface", {"scale": 16})  # triplet's margin is gone
+    assert config.loss == Component("arcface", {"scale": 16})  # the default loss's args are gone
     assert resolve(None, ["loss=arcface"]).loss == Component("arcface", {})
-    assert resolve(None, ["loss.args.margin=0.5"]).loss == Component("triplet", {"margin": 0.5})
+    assert resolve(None, ["loss.args.temperature=0.5"]).loss == Component("supcon", {"temperature": 0.5})
     assert resolve(None, ["miner=null"]).miner is None
 
 
