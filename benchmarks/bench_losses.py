@@ -58,6 +58,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--only", nargs="*", default=None, help=f"recipes to run (default all): {', '.join(RECIPES)}")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("overrides", nargs="*", help="config overrides for every recipe, e.g. model.backbone.args.pretrained=true")
     args = parser.parse_args()
     if not args.dataset.is_dir():
         sys.exit(f"dataset not found: {args.dataset} (this benchmark needs ../shared/datasets/dogfacenet-dev)")
@@ -73,7 +74,7 @@ def main() -> None:
     for name in args.only or RECIPES:
         config = resolve(None, [f"data.manifest={prepared.manifest_path}", f"output_dir={workdir / 'runs'}", f"name={name}-{int(time.time())}",
                                 f"train.epochs={args.epochs}", f"data.image_size={args.image_size}", "train.early_stopping_patience=null",
-                                *RECIPES[name]])
+                                *args.overrides, *RECIPES[name]])
         started = time.perf_counter()
         result = train(config)
         minutes = (time.perf_counter() - started) / 60
