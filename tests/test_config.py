@@ -69,3 +69,14 @@ def test_component_shorthand_and_nested_override_on_shorthand():
     apply_override(data, "miner.args.margin=0.1")
     assert from_dict(data).miner == Component("batch_hard", {"margin": 0.1})
     assert isinstance(from_dict({}), Config)
+
+
+def test_component_flags_pick_components_with_their_default_args():
+    from petkit.cli.train import _component_overrides
+
+    flags = _component_overrides(loss="contrastive", miner="none", sampler="siamese_pairs", augment="pet_faces", optimizer="sgd", schedule="plateau")
+    config = resolve(None, flags)
+    assert config.loss == Component("contrastive") and config.miner is None
+    assert config.data.sampler == Component("siamese_pairs") and config.data.augment == Component("pet_faces")
+    assert config.optim.optimizer == Component("sgd") and config.optim.schedule == Component("plateau")
+    assert resolve(None, _component_overrides(miner="batch_hard")).miner == Component("batch_hard")
