@@ -146,8 +146,8 @@ def train(config: Config, resume: bool = False, reporter: TrainReporter | None =
     log.write(f"petkit train: {len(train_rows)} train images of {len(identities)} identities; "
               f"val: {len(val_rows) if val_store is not None else 0} images; engine {engine.describe()}")
 
-    known = {name: label_of.get(name, -1) for name in set(val_labels.tolist())} if val_store is not None else {}
-    validate = lambda: _validate(ema.module if ema else model, loss_fn, val_store, val_labels, known, engine)  # noqa: E731
+    val_targets = np.array([label_of.get(name, -1) for name in val_labels]) if val_store is not None else None  # -1: unseen
+    validate = lambda: _validate(ema.module if ema else model, loss_fn, val_store, val_labels, val_targets, engine)  # noqa: E731
     if state.epoch == 0 and val_store is not None:  # the untrained model's score
         row = {"epoch": 0, **validate()}
         state.history.append(row)
@@ -242,19 +242,18 @@ def _train_epoch(step: _Step, store: ImageStore, sampler, reporter: TrainReporte
     }
 
 
-def _validate(model: EmbeddingModel, loss_fn, store: ImageStore, labels: np.ndarray, known: dict[str, int], engine: Engine) -> dict:
+def _validate(model: EmbeddingModel, loss_fn, store: ImageStore, labels: np.ndarray, targets: np.ndarray, engine: Engine) -> dict:
     vectors = embed_store(model, store, engine)
     result = retrieval_metrics(vectors, labels, vectors, labels, ks=(1, 5), leave_one_out=True)
     row = {f"val_{k}": result.metrics.get(k, float("nan")) for k in VAL_METRICS}
-    row["val_accuracy"] = _closed_set_accuracy(loss_fn, vectors, labels, known, engine)
+    row["val_accuracy"] = _closed_set_accuracy(loss_fn, vectors, targets, engine)
     return row
 
 
 @torch.no_grad()
-def _closed_set_accuracy(loss_fn, vectors: np.ndarray, labels: np.ndarray, known: dict[str, int], engine: Engine) -> float:
+def _closed_set_accuracy(loss_fn, vectors: np.ndarray, targets: np.ndarray, engine: Engine) -> float:
     """Accuracy of the loss's classifier on val images of identities seen in training (NaN otherwise)."""
     classifier = getattr(loss_fn, "classifier", None)
-    targets = np.array([known[name] for name in labels])
     seen = targets >= 0
     if classifier is None or not seen.any():
         return float("nan")

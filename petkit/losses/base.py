@@ -31,6 +31,12 @@ def zero_loss(embeddings: torch.Tensor) -> torch.Tensor:
     return embeddings.sum() * 0.0
 
 
+def mean_nonzero(losses: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
+    """Mean over the non-zero terms (PML's AvgNonZero reducers); 0 with a gradient path if none."""
+    nonzero = losses > 0
+    return losses[nonzero].mean() if nonzero.any() else zero_loss(embeddings)
+
+
 def checked_miner(loss_name: str, miner, kind: str, default: str):
     """The loss's miner: the configured one if it returns the right kind, else the default."""
     if miner is None:

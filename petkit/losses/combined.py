@@ -10,8 +10,6 @@
 
 from __future__ import annotations
 
-import inspect
-
 import torch
 from torch import nn
 
@@ -31,11 +29,10 @@ class WeightedSumLoss(nn.Module):
             self.classifier = classifiers[0]  # closed-set accuracy from the first classifying part
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, is_fake: torch.Tensor | None = None) -> torch.Tensor:
-        total = embeddings.sum() * 0.0
-        for part, weight in zip(self.parts, self.weights):
-            extra = {"is_fake": is_fake} if getattr(part, "needs_fake", False) else {}
-            total = total + weight * part(embeddings, labels, **extra)
-        return total
+        return sum(
+            weight * part(embeddings, labels, **({"is_fake": is_fake} if getattr(part, "needs_fake", False) else {}))
+            for part, weight in zip(self.parts, self.weights)
+        )
 
 
 @LOSSES.register("sum")
@@ -50,11 +47,8 @@ def weighted_sum(losses: list, num_classes: int, embedding_dim: int, miner=None)
             raise PetkitError(f"loss 'sum': losses[{i}] must be {{name, args, weight}}, got {spec!r}")
         if spec["name"] == "sum":
             raise PetkitError("loss 'sum' cannot contain another 'sum'", "list all the parts in one sum")
-        weight = float(spec.get("weight", 1.0))
-        context = {"num_classes": num_classes, "embedding_dim": embedding_dim}
-        if miner is not None and "miner" in inspect.signature(LOSSES.get(spec["name"])).parameters:
-            context["miner"] = miner
-        parts.append(LOSSES.build({"name": spec["name"], "args": spec.get("args") or {}}, **context))
-        weights.append(weight)
+        parts.append(LOSSES.build({"name": spec["name"], "args": spec.get("args") or {}},
+                                  num_classes=num_classes, embedding_dim=embedding_dim, miner=miner))
+        weights.append(float(spec.get("weight", 1.0)))
         names.append(spec["name"])
     return WeightedSumLoss(parts, weights, names)

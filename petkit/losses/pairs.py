@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from petkit.errors import PetkitError
-from petkit.losses.base import checked_miner, zero_loss
+from petkit.losses.base import checked_miner, mean_nonzero, pair_distance, zero_loss
 from petkit.miners.triplet import label_masks
 from petkit.registry import LOSSES
 
@@ -40,7 +40,7 @@ class ContrastiveLoss(nn.Module):
     def distances(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.distance == "cosine":
             return 1.0 - (x * y).sum(dim=1)
-        return ((x - y) ** 2).sum(dim=1).clamp_min(1e-12).sqrt()
+        return pair_distance(x, y)
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         embeddings = embeddings.float()
@@ -54,12 +54,7 @@ class ContrastiveLoss(nn.Module):
             return zero_loss(embeddings)
         if self.reduction == "mean":
             return torch.cat([positive, negative]).mean()
-        return _mean_nonzero(positive, embeddings) + _mean_nonzero(negative, embeddings)
-
-
-def _mean_nonzero(losses: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
-    nonzero = losses > 0
-    return losses[nonzero].mean() if nonzero.any() else zero_loss(embeddings)
+        return mean_nonzero(positive, embeddings) + mean_nonzero(negative, embeddings)
 
 
 class MultiSimilarityLoss(nn.Module):
@@ -121,7 +116,7 @@ class SupConLoss(nn.Module):
         others = positive | negative
         log_prob = logits - torch.logsumexp(logits.masked_fill(~others, -torch.inf), dim=1, keepdim=True)
         per_anchor = -(log_prob * positive).sum(1) / positive.sum(1).clamp_min(1)
-        return _mean_nonzero(per_anchor, embeddings)
+        return mean_nonzero(per_anchor, embeddings)
 
 
 @LOSSES.register("contrastive")

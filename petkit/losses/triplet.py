@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from petkit.errors import PetkitError
-from petkit.losses.base import checked_miner, distance_matrix, pair_distance, zero_loss
+from petkit.losses.base import checked_miner, distance_matrix, mean_nonzero, pair_distance, zero_loss
 from petkit.registry import LOSSES
 
 
@@ -36,9 +36,7 @@ class TripletMarginLoss(nn.Module):
         gap = pair_distance(embeddings[a], embeddings[p]) - pair_distance(embeddings[a], embeddings[n])
         if self.soft:  # soft-margin variant: log(1 + exp(gap)), no margin to tune
             return nn.functional.softplus(gap).mean()
-        losses = torch.relu(gap + self.margin)
-        positive = losses > 0
-        return losses[positive].mean() if positive.any() else zero_loss(embeddings)
+        return mean_nonzero(torch.relu(gap + self.margin), embeddings)
 
 
 class QuadrupletLoss(nn.Module):
