@@ -53,7 +53,7 @@ class PilImages(Dataset):
         return self.transform(open_rgb(self.paths[i])), self.labels[i]
 
 
-def plain_train(config, rows, manifest, epochs):
+def plain_train(config, rows, manifest, epochs, device, workers):
     """The baseline: what the use cases' scripts do by hand."""
     torch.manual_seed(config.train.seed)
     model, pre = build_model(config.model, config.data.image_size)
@@ -69,6 +69,7 @@ def plain_train(config, rows, manifest, epochs):
     sampler = SAMPLERS.build(config.data.sampler, labels=labels, seed=config.train.seed)
     loss_fn = LOSSES.build(config.loss, num_classes=len(identities), embedding_dim=model.embedding_dim,
                            miner=MINERS.build(config.miner) if config.miner else None)
+    model, loss_fn = model.to(device), loss_fn.to(device)
     optimizer = torch.optim.AdamW(list(model.parameters()) + list(loss_fn.parameters()), lr=config.optim.lr,
                                   weight_decay=config.optim.weight_decay)
     scheduler = SCHEDULES.build(config.optim.schedule, optimizer=optimizer, steps_per_epoch=len(sampler), epochs=epochs)
@@ -76,8 +77,9 @@ def plain_train(config, rows, manifest, epochs):
     model.train()
     for epoch in range(1, epochs + 1):
         sampler.set_epoch(epoch)
-        loader = DataLoader(dataset, batch_sampler=list(sampler), num_workers=2)
+        loader = DataLoader(dataset, batch_sampler=list(sampler), num_workers=workers, pin_memory=device.type == "cuda")
         for x, y in loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             loss = loss_fn(model(x), y)
             optimizer.zero_grad()
             loss.backward()
@@ -89,13 +91,13 @@ def plain_train(config, rows, manifest, epochs):
 
 
 @torch.inference_mode()
-def plain_embed(model, paths, size):
+def plain_embed(model, paths, size, device, workers):
     model.eval()
     transform = T.Compose([T.Resize((size, size), interpolation=T.InterpolationMode.BICUBIC), T.ToTensor()])
-    loader = DataLoader(PilImages(paths, [0] * len(paths), transform), batch_size=64, num_workers=2)
+    loader = DataLoader(PilImages(paths, [0] * len(paths), transform), batch_size=64, num_workers=workers)
     out, started = [], time.perf_counter()
     for x, _ in loader:
-        out.append(model(x))
+        out.append(model(x.to(device)).float().cpu())
     return torch.cat(out).numpy(), len(paths) / (time.perf_counter() - started)
 
 
@@ -108,6 +110,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--dataset", type=Path, default=DATASET)
+    parser.add_argument("--workers", type=int, default=2, help="decoding workers of both pipelines (data.num_workers for petkit)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep outputs here (default: a temp folder)")
     parser.add_argument("overrides", nargs="*", help="config overrides for both pipelines, e.g. data.image_size=96")
     args = parser.parse_args()
@@ -118,7 +121,7 @@ def main() -> None:
     manifest = mf.read_manifest(prepared.manifest_path)
     config = resolve(None, [f"data.manifest={prepared.manifest_path}", f"output_dir={workdir / 'runs'}",
                             f"name=bench-{int(time.time())}", f"train.epochs={args.epochs}",
-                            "train.early_stopping_patience=null", *args.overrides])
+                            "train.early_stopping_patience=null", f"data.num_workers={args.workers}", *args.overrides])
     is_test = np.array([r.get(mf.SPLIT) == "test" for r in manifest.rows])
     test_ids = np.array([r[mf.IDENTITY] for r in manifest.rows])[is_test]
     print(f"dogfacenet-dev: {prepared.report['summary']['splits']}; {args.epochs} epochs; threads {torch.get_num_threads()}")
@@ -127,12 +130,13 @@ def main() -> None:
     trained = [row for row in result.history if row["epoch"] > 0]
     petkit_train_ips = sum(r["images_per_s"] * r["seconds"] for r in trained) / sum(r["seconds"] for r in trained)
     started = time.perf_counter()
-    petkit_set = emb.embed(result.last_checkpoint, prepared.manifest_path)
+    petkit_set = emb.embed(result.last_checkpoint, prepared.manifest_path, workers=args.workers)
     petkit_embed_ips = len(petkit_set) / (time.perf_counter() - started)
     petkit_scores = score(petkit_set.vectors[is_test], petkit_set.identities[is_test])
 
-    plain_model, plain_train_ips = plain_train(config, manifest.select("train").rows, manifest, args.epochs)
-    plain_vectors, plain_embed_ips = plain_embed(plain_model, [manifest.abspath(r) for r in manifest.rows], config.data.image_size)
+    device = torch.device(result.engine.split()[0])  # the device petkit trained on
+    plain_model, plain_train_ips = plain_train(config, manifest.select("train").rows, manifest, args.epochs, device, args.workers)
+    plain_vectors, plain_embed_ips = plain_embed(plain_model, [manifest.abspath(r) for r in manifest.rows], config.data.image_size, device, args.workers)
     plain_scores = score(plain_vectors[is_test], test_ids)
 
     print()

@@ -127,12 +127,14 @@ def embed(
     workers: int = 2,
     progress: Callable[[int], None] | None = None,
     on_total: Callable[[int], None] | None = None,
+    fmt: str | None = None,
 ) -> EmbeddingSet:
-    """Embed every image of a manifest (or identity-folder tree) with a checkpoint or model.onnx."""
+    """Embed every image of a dataset source (see petkit.data.sources; ``fmt`` names one, else it is
+    detected) with a checkpoint or model.onnx."""
     from petkit.data.batches import ImageStore
     from petkit.data.sources import open_source
 
-    manifest = open_source(source).select(split)
+    manifest = open_source(source, fmt).select(split)
     if not len(manifest):
         raise PetkitError(f"no images with split '{split}' in {source}", "check --split against the manifest's split column")
     if on_total:

@@ -170,7 +170,7 @@ AUGMENTATIONS = Registry("augmentations", ("petkit.data.augment",))
 OPTIMIZERS = Registry("optimizers", ("petkit.engine.optim",))
 SCHEDULES = Registry("schedules", ("petkit.engine.schedule",))
 DATASETS = Registry("datasets", ("petkit.data.sources",))
-EVALUATORS = Registry("evaluators", ("petkit.evaluation.evaluators",))
+EVALUATORS = Registry("evaluators", ("petkit.evaluation.evaluators", "petkit.evaluation.identification"))
 SUBMISSIONS = Registry("submissions", ("petkit.submit.writers",))
 
 ALL_REGISTRIES: tuple[Registry, ...] = (

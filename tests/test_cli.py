@@ -142,8 +142,8 @@ def test_submit_options_shape_the_csv(trained, pets_dir, tmp_path):
     run("embed", run_dir / "best.pt", pets_dir, "-o", tmp_path / "folder.npz")
     assert len(set(emb.load(tmp_path / "folder.npz").identities)) == 8  # a plain identity-folder tree works too
     run("submit", tmp_path / "all.npz", "--query-split", "test", "--gallery-split", "train", "--id-from", "stem",
-        "--top-k", "2", "--image-column", "id", "--pred-column", "label", "-o", tmp_path / "s.csv")
-    rows = list(csv.reader((tmp_path / "s.csv").open()))
+        "--top-k", "2", "--columns", "id,label", "--delimiter", ";", "-o", tmp_path / "s.csv")
+    rows = list(csv.reader((tmp_path / "s.csv").open(), delimiter=";"))
     assert rows[0] == ["id", "label"] and all(len(r[1].split(" ")) == 2 and "." not in r[0] for r in rows[1:])
     result = run_cli("submit", tmp_path / "all.npz", "--format", "kaggle", "-o", tmp_path / "t.csv")
     assert "unknown submission 'kaggle'" in result.stderr and not (tmp_path / "t.csv").exists()
@@ -168,6 +168,7 @@ def test_evaluate_single_protocol_and_unknown_protocol(trained, tmp_path):
     run("embed", run_dir / "best.pt", manifest, "--split", "val", "-o", tmp_path / "v.npz")
     run("evaluate", tmp_path / "v.npz", "--protocol", "verification", "-o", tmp_path / "m.json")
     names = [m["name"] for m in json.loads((tmp_path / "m.json").read_text())["metrics"]]
-    assert names == ["roc_auc", "eer", "eer_threshold"]
+    assert names[:4] == ["roc_auc", "eer", "eer_threshold", "best_accuracy"]
+    assert [n for n in names if n.startswith("tar@far=")] == ["tar@far=0.0001", "tar@far=0.001", "tar@far=0.01", "tar@far=0.1"]
     result = run_cli("evaluate", tmp_path / "v.npz", "--protocol", "retrival", "-o", tmp_path / "n.json")
     assert "did you mean 'retrieval'" in result.stderr

@@ -41,10 +41,12 @@ def main_options(
 
 
 def _register_commands() -> None:
-    from petkit.cli import demo, embed, evaluate, export, plugins, prepare, submit, synth, train
+    from petkit.cli import calibrate, demo, embed, evaluate, export, index, plugins, prepare, submit, synth, train
 
-    for module in (prepare, train, embed, evaluate, submit, export, synth, demo):
+    for module in (prepare, train, embed, evaluate, calibrate, submit, export, synth, demo):
         module.register(app)
+    index.register_search(app)
+    app.add_typer(index.app, name="index")
     app.add_typer(plugins.app, name="plugins")
 
 

@@ -54,3 +54,21 @@ def fail(error: PetkitError) -> None:
 
 def parse_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def parse_options(items: list[str]) -> dict[str, dict]:
+    """['few_shot.n_way=10', 'retrieval.ks=[1,5]'] -> {'few_shot': {'n_way': 10}, 'retrieval': {'ks': [1, 5]}}."""
+    import yaml
+
+    options: dict[str, dict] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        protocol, dot, name = key.strip().partition(".")
+        if not sep or not dot or not protocol or not name:
+            raise PetkitError(f"--option '{item}' is not PROTOCOL.KEY=VALUE", "for example --option few_shot.n_way=10")
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            parsed = value
+        options.setdefault(protocol, {})[name] = parsed
+    return options

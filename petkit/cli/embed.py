@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
 
 def embed_command(
     model: Path = typer.Argument(..., help="Checkpoint from 'petkit train' or model.onnx from 'petkit export-onnx'."),
-    source: Path = typer.Argument(..., help="manifest.csv or a folder of <identity>/<image> folders."),
+    source: Path = typer.Argument(..., help="manifest.csv, <identity>/<image> folders, the course layout (known/, unknown_dev/, ...) or a pairs CSV."),
     out: Path = typer.Option(Path("embeddings.npz"), "--out", "-o", help="Output .npz file."),
     split: Optional[str] = typer.Option(None, "--split", help="Only rows of this split (train, val, test)."),
     batch_size: int = typer.Option(64, "--batch-size", help="Images per forward pass."),
@@ -31,6 +31,7 @@ def embed_command(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     precision: str = typer.Option("auto", "--precision", help="auto, fp32, fp16 (CUDA) or bf16 (checkpoints only)."),
     workers: int = typer.Option(2, "--workers", help="Image decoding threads."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="Dataset source: manifest, folder, course_verification, pairs or images (default: detected)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
 ) -> None:
     from petkit import embeddings
@@ -39,7 +40,7 @@ def embed_command(
     refuse_overwrite([out], overwrite)
     with progress_bar("embedding") as tracker:
         result = embeddings.embed(model, source, split, batch_size, flip_tta, device, precision, workers,
-                                  progress=tracker, on_total=tracker.set_total)
+                                  progress=tracker, on_total=tracker.set_total, fmt=fmt)
     embeddings.save(out, result)
     console.print(f"{len(result)} images, {result.vectors.shape[1]}-d, {len(set(result.identities.tolist()))} identities; model {result.fingerprint}")
     written(("embeddings", out))

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from petkit.cli.common import console, parse_list, written
+from petkit.cli.common import console, parse_list, parse_options, written
 
 
 def register(app: typer.Typer) -> None:
@@ -16,9 +16,10 @@ def register(app: typer.Typer) -> None:
         "evaluate",
         help=(
             "Score embeddings; writes metrics.json and prints a table.\n\n"
-            "Retrieval uses the manifest's query/gallery roles, a separate --gallery, or leave-one-out "
-            "(each image against all others). Verification scores every same/different pair.\n\n"
-            "Example: petkit evaluate test.npz -o metrics.json --protocol retrieval,verification"
+            "Protocols: retrieval, verification, open_set, classification, few_shot, real_fake, clustering "
+            "(docs/evaluation.md). Queries and gallery come from the manifest's query/gallery roles, a "
+            "separate --gallery, --gallery-split, or leave-one-out (each image against all others).\n\n"
+            "Example: petkit evaluate test.npz -o metrics.json --protocol retrieval,open_set --option open_set.fpirs=[0.01]"
         ),
     )(evaluate_command)
 
@@ -30,13 +31,21 @@ def evaluate_command(
     split: Optional[str] = typer.Option(None, "--split", help="Evaluate only this split."),
     gallery: Optional[Path] = typer.Option(None, "--gallery", help="A separate gallery embeddings file."),
     gallery_split: Optional[str] = typer.Option(None, "--gallery-split", help="Take the gallery from this split (of --gallery or of EMBEDDINGS)."),
+    option: list[str] = typer.Option([], "--option", help="PROTOCOL.KEY=VALUE for an evaluator, e.g. few_shot.n_way=10 (repeatable)."),
+    pairs: Optional[Path] = typer.Option(None, "--pairs", help="Score verification on the pairs of this CSV (pair_id,path_a,path_b,same)."),
+    rerank: Optional[str] = typer.Option(None, "--rerank", help="Re-rank retrieval: k_reciprocal or query_expansion."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
 ) -> None:
     from petkit.evaluation.evaluate import evaluate
     from petkit.io import refuse_overwrite, write_json
 
     refuse_overwrite([out], overwrite)
-    document = evaluate(embeddings, parse_list(protocol), split, gallery, gallery_split)
+    options = parse_options(option)
+    if pairs:
+        options.setdefault("verification", {})["pairs"] = str(pairs)
+    if rerank:
+        options.setdefault("retrieval", {})["rerank"] = rerank
+    document = evaluate(embeddings, parse_list(protocol), split, gallery, gallery_split, options)
     write_json(out, document)
     _print_tables(document)
     written(("metrics", out))
@@ -48,10 +57,22 @@ def _print_tables(document: dict) -> None:
     for metric in document["metrics"]:
         by_protocol.setdefault(metric["protocol"], []).append(metric)
     for protocol, metrics in by_protocol.items():
-        sizes = {k: v for k, v in metrics[0].items() if k not in ("name", "value", "protocol", "unit")}
+        overall = [m for m in metrics if "category" not in m]
+        sizes = {k: v for k, v in overall[0].items() if isinstance(v, int) and k not in ("value",)}
         table = Table(title=protocol, caption=", ".join(f"{k}={v}" for k, v in sizes.items()))
         table.add_column("metric")
         table.add_column("value", justify="right")
-        for metric in metrics:
-            table.add_row(metric["name"], "n/a" if metric["value"] is None else f"{metric['value']:.4f}")
+        table.add_column("95% interval", justify="right")
+        table.add_column("note")
+        for metric in overall:
+            interval = metric.get("ci95")
+            table.add_row(metric["name"], _number(metric["value"]),
+                          f"{_number(interval[0])} - {_number(interval[1])}" if interval else "", metric.get("note", ""))
         console.print(table)
+        categories = [m for m in metrics if "category" in m]
+        if categories:
+            console.print(f"per category ({len({m['category'] for m in categories})}): see metrics.json")
+
+
+def _number(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"

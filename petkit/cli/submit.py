@@ -1,4 +1,4 @@
-"""petkit submit QUERIES -o submission.csv"""
+"""petkit submit EMBEDDINGS -o submission.csv"""
 
 from __future__ import annotations
 
@@ -7,39 +7,52 @@ from typing import Optional
 
 import typer
 
-from petkit.cli.common import console, written
+from petkit.cli.common import console, parse_list, written
 
 
 def register(app: typer.Typer) -> None:
     app.command(
         "submit",
         help=(
-            "Rank gallery identities for every query image and write a submission CSV.\n\n"
-            "Default form (cat-face challenge): image,pred with the 3 best identities separated by spaces.\n\n"
-            "Example: petkit submit test.npz --gallery train.npz -o submission.csv --top-k 3"
+            "Answer every test image (or pair) and write a challenge submission CSV.\n\n"
+            "Formats: topk (image,pred: the 3 best identities), classification (id,label), open_set "
+            "(id,label, n000000 below the calibrated threshold), pair_scores (pair_id,similarity). "
+            "See docs/formats.md.\n\n"
+            "Example: petkit submit all.npz --query-split test --gallery-split train --format open_set -o submission.csv"
         ),
     )(submit_command)
 
 
 def submit_command(
-    queries: Path = typer.Argument(..., help="Query embeddings (.npz)."),
+    queries: Path = typer.Argument(..., help="Query embeddings (.npz); for pair_scores, the embedded pairs file."),
     gallery: Optional[Path] = typer.Option(None, "--gallery", help="Gallery embeddings; default: QUERIES itself (with roles or splits)."),
     query_split: Optional[str] = typer.Option(None, "--query-split", help="Queries are this split."),
     gallery_split: Optional[str] = typer.Option(None, "--gallery-split", help="Gallery is this split."),
     out: Path = typer.Option(Path("submission.csv"), "--out", "-o", help="Output CSV."),
-    top_k: int = typer.Option(3, "--top-k", help="Identities per query."),
-    fmt: str = typer.Option("topk", "--format", help="Submission writer (see 'petkit plugins list')."),
-    id_from: str = typer.Option("name", "--id-from", help="Query id column from the image's name, stem or path."),
-    image_column: str = typer.Option("image", "--image-column", help="Header of the query id column."),
-    pred_column: str = typer.Option("pred", "--pred-column", help="Header of the prediction column."),
+    fmt: str = typer.Option("topk", "--format", help="Submission writer: topk, classification, open_set, pair_scores (see 'petkit plugins list')."),
+    top_k: int = typer.Option(3, "--top-k", help="Identities per query (topk)."),
+    columns: Optional[str] = typer.Option(None, "--columns", help="Header, comma-separated (default per format, e.g. image,pred)."),
+    delimiter: str = typer.Option(",", "--delimiter", help="CSV field separator: ',', ';' or 'tab'."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="open_set: accept the best identity at this cosine similarity or above."),
+    calibration: Optional[Path] = typer.Option(None, "--calibration", help="open_set: calibration.json (default: the one beside the model)."),
+    unknown_label: str = typer.Option("n000000", "--unknown-label", help="open_set: the answer for 'matches nobody enrolled'."),
+    pairs: Optional[Path] = typer.Option(None, "--pairs", help="pair_scores: the pairs CSV (pair_id,path_a,path_b)."),
+    id_from: str = typer.Option("name", "--id-from", help="Query id from the image's name, stem or path."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
 ) -> None:
     from petkit.io import refuse_overwrite
     from petkit.submit.writers import submit, write_submission
 
     refuse_overwrite([out], overwrite)
-    args = {"k": top_k, "image_column": image_column, "pred_column": pred_column}
-    submission = submit(str(queries), str(gallery) if gallery else None, query_split, gallery_split, fmt, args, id_from)
+    args: dict = {"delimiter": "\t" if delimiter == "tab" else delimiter}
+    if columns:
+        args["columns"] = parse_list(columns)
+    if fmt == "topk":
+        args["k"] = top_k
+    if fmt == "open_set":
+        args["unknown_label"] = unknown_label
+    submission = submit(str(queries), str(gallery) if gallery else None, query_split, gallery_split, fmt, args, id_from,
+                        threshold, str(calibration) if calibration else None, str(pairs) if pairs else None)
     write_submission(str(out), submission)
-    console.print(f"{len(submission.rows)} query images, top-{top_k} identities each")
+    console.print(f"{len(submission.rows)} rows ({fmt}): {submission.summary}")
     written(("submission", out))

@@ -20,7 +20,7 @@ VERSION = 1
 HEADER_PREFIX = "# petkit-manifest v"
 
 PATH = "path"  # relative to the manifest's folder (absolute paths are accepted on read)
-IDENTITY = "identity"  # the individual shown
+IDENTITY = "identity"  # the individual shown; empty only for an unlabelled query (role=query)
 SPLIT = "split"  # train | val | test
 ROLE = "role"  # query | gallery (evaluation); empty: leave-one-out
 IS_FAKE = "is_fake"  # 1 for a synthetic/forged image of the identity, else 0
@@ -67,6 +67,10 @@ class Manifest:
         """Without the rows marked is_fake = 1 (a fake of X must not count as a match for X)."""
         return Manifest(self.root, [r for r in self.rows if r.get(IS_FAKE) != "1"], self.columns)
 
+    def labelled(self) -> Manifest:
+        """Without unlabelled query images (a challenge's test set): they are answered, never learnt."""
+        return Manifest(self.root, [r for r in self.rows if r.get(IDENTITY)], self.columns)
+
     def select(self, split: str | None) -> Manifest:
         if split is None:
             return self
@@ -110,9 +114,11 @@ def read_manifest(path: str | Path) -> Manifest:
 
 
 def _validate_row(row: dict[str, str], path: Path, line_no: int) -> None:
-    for column in REQUIRED:
-        if not row.get(column):
-            raise PetkitError(f"{path}, line {line_no}: empty '{column}'")
+    if not row.get(PATH):
+        raise PetkitError(f"{path}, line {line_no}: empty '{PATH}'")
+    if not row.get(IDENTITY) and row.get(ROLE) != "query":
+        raise PetkitError(f"{path}, line {line_no}: empty '{IDENTITY}'",
+                          "only unlabelled query images (role=query, e.g. a challenge's test images) may leave it empty")
     for column, allowed in ALLOWED_VALUES.items():
         value = row.get(column, "")
         if column == IS_FAKE and value.lower() in ("true", "false"):

@@ -7,6 +7,7 @@ manifest; nothing is moved, renamed or deleted (``--flatten-distortion`` folds t
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import os
 import random
@@ -29,6 +30,9 @@ SplitBy = Literal["identity", "image", "none"]
 DISTORTION_DIR = "distortion"
 FAKE_DIR = "fake"  # <identity>/fake/: forged images of that identity (is_fake = 1)
 REPORT_NAME = "prepare_report.json"
+# the course challenge's verification layout (docs/tasks/face-course.md)
+KNOWN_DIR, DEV_DIR, TEST_DIR, DEV_TRUTH = "known", "unknown_dev", "unknown_test", "verification_dev.csv"
+UNKNOWN_LABEL = "n000000"  # "no correspondence": the probe shows nobody in known/
 _IGNORED_NAMES = {"Thumbs.db", "desktop.ini"}
 
 
@@ -80,6 +84,8 @@ def discover(src: Path, flatten_distortion: bool) -> tuple[list[Candidate], list
     """Candidates from identity folders or a CSV listing, plus files skipped on sight."""
     if not src.exists():
         raise PetkitError(f"source not found: {src}", "pass a folder of <identity>/<image> folders or a CSV listing")
+    if is_course_layout(src):
+        return _discover_course(src)
     if src.is_file():
         if src.suffix.lower() != ".csv":
             raise PetkitError(f"source {src} is a file but not a .csv listing", "pass a folder or a CSV with path,identity columns")
@@ -116,6 +122,67 @@ def _discover_folders(root: Path, flatten: bool) -> tuple[list[Candidate], list[
         for c in candidates:
             c.extra.setdefault(mf.IS_FAKE, "0")
     return candidates, skipped
+
+
+def is_course_layout(root: Path) -> bool:
+    return root.is_dir() and (root / KNOWN_DIR).is_dir() and ((root / DEV_DIR).is_dir() or (root / TEST_DIR).is_dir())
+
+
+def _discover_course(root: Path) -> tuple[list[Candidate], list[dict]]:
+    """known/<identity>/ -> train (the gallery); unknown_dev/ -> val queries labelled by
+    verification_dev.csv; unknown_test/ -> unlabelled test queries.
+
+    A dev image labelled n000000 gets the identity ``n000000/<file stem>``: an individual of its
+    own, absent from known/, so unknown people never count as matching each other.
+    """
+    candidates, skipped = _discover_folders(root / KNOWN_DIR, flatten=False)
+    for c in candidates:
+        c.source = f"{KNOWN_DIR}/{c.source}"
+        c.extra.update({mf.SPLIT: "train", mf.ROLE: "gallery"})
+    truth = _dev_truth(root / DEV_TRUTH) if (root / DEV_DIR).is_dir() else {}
+    for path in _flat_images(root / DEV_DIR, skipped):
+        label = truth.get(path.name, truth.get(path.stem))
+        if label is None:
+            skipped.append({"path": f"{DEV_DIR}/{path.name}", "reason": f"not listed in {DEV_TRUTH} (no ground truth)"})
+            continue
+        identity = f"{UNKNOWN_LABEL}/{path.stem}" if label == UNKNOWN_LABEL else label
+        candidates.append(Candidate(path, identity, f"{DEV_DIR}/{path.name}", {mf.SPLIT: "val", mf.ROLE: "query"}))
+    for path in _flat_images(root / TEST_DIR, skipped):
+        candidates.append(Candidate(path, "", f"{TEST_DIR}/{path.name}", {mf.SPLIT: "test", mf.ROLE: "query"}))
+    return candidates, skipped
+
+
+def _flat_images(folder: Path, skipped: list[dict]) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    paths = []
+    for path in sorted(folder.iterdir()):
+        if _hidden(path):
+            continue
+        if path.is_file():
+            paths.append(path)
+        else:
+            skipped.append({"path": f"{folder.name}/{path.name}", "reason": "a folder inside a flat image folder"})
+    return paths
+
+
+def _dev_truth(path: Path) -> dict[str, str]:
+    """image name (or stem) -> label, from the first two columns of verification_dev.csv."""
+    if not path.is_file():
+        raise PetkitError(f"{path.parent.name}/ has {DEV_DIR}/ but no {DEV_TRUTH}",
+                          f"add {DEV_TRUTH} (image,label per line; label {UNKNOWN_LABEL} for no correspondence) or remove {DEV_DIR}/")
+    rows = list(csv.reader(path.read_text(encoding="utf-8-sig").splitlines()))
+    if rows and rows[0] and rows[0][0].strip().lower() in _HEADER_WORDS:
+        rows = rows[1:]
+    truth = {}
+    for line_no, row in enumerate(rows, start=2):
+        if len(row) < 2 or not row[0].strip() or not row[1].strip():
+            raise PetkitError(f"{path}, line {line_no}: expected 'image,label'", f"label each dev image with its identity or {UNKNOWN_LABEL}")
+        truth[row[0].strip()] = row[1].strip()
+    return truth
+
+
+_HEADER_WORDS = {"id", "image", "img", "filename", "file", "name", "path"}
 
 
 def _discover_csv(listing: Path) -> list[Candidate]:
@@ -182,7 +249,7 @@ def resolve_duplicates(checked: list[Checked]) -> None:
     """Same pixels twice: keep the first within an identity; across identities keep none."""
     by_hash: dict[str, list[Checked]] = defaultdict(list)
     for item in checked:
-        if item.ok:
+        if item.ok and item.candidate.identity:  # an unlabelled test image is always answered, even twice
             by_hash[item.pixel_hash].append(item)
     for group in by_hash.values():
         if len(group) < 2:
@@ -312,7 +379,8 @@ def prepare(
             f"no usable images found in {src}",
             "expected <identity>/<image> folders (or a CSV with path,identity); see the report for reasons",
         )
-    assign_splits(rows, options)
+    if not any(row.get(mf.SPLIT) for row in rows):  # a layout's own splits are kept
+        assign_splits(rows, options)
     columns = _columns(rows)
     report = _report(src, out_dir, options, candidates, checked, skipped, rows)
     mf.write_manifest(manifest_path, rows, columns)
@@ -346,16 +414,18 @@ def _columns(rows: list[dict]) -> list[str]:
 def _report(src, out_dir, options, candidates, checked, skipped, rows) -> dict:
     counts: dict[str, int] = defaultdict(int)
     for row in rows:
-        counts[row[mf.IDENTITY]] += 1
+        if row[mf.IDENTITY]:
+            counts[row[mf.IDENTITY]] += 1
     per_identity = sorted(counts.values())
-    all_identities = {c.identity for c in candidates}
+    all_identities = {c.identity for c in candidates if c.identity}
     empty = sorted(all_identities - set(counts))
     excluded = [{"path": i.candidate.source, "reason": i.reason} for i in checked if not i.ok]
     splits = {}
     for split in mf.ALLOWED_VALUES[mf.SPLIT]:
         chosen = [r for r in rows if r.get(mf.SPLIT) == split]
         if chosen:
-            splits[split] = {"identities": len({r[mf.IDENTITY] for r in chosen}), "images": len(chosen)}
+            splits[split] = {"identities": len({r[mf.IDENTITY] for r in chosen if r[mf.IDENTITY]}), "images": len(chosen),
+                             "unlabelled": sum(1 for r in chosen if not r[mf.IDENTITY])}
     return {
         "format": "petkit.prepare-report",
         "version": 1,

@@ -100,7 +100,7 @@ def train(config: Config, resume: bool = False, reporter: TrainReporter | None =
         raise PetkitError(f"train.val_metric '{config.train.val_metric}' is not one of {', '.join(VAL_METRICS)}")
     _seed_everything(config.train.seed)
 
-    manifest = _read_train_manifest(config)
+    manifest = _read_train_manifest(config).labelled()
     train_rows = manifest.select("train") if manifest.has(mf.SPLIT) else manifest
     val_rows = manifest.select("val").real() if manifest.has(mf.SPLIT) else None
     identities = train_rows.identities()

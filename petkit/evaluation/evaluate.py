@@ -11,7 +11,7 @@ from petkit.errors import PetkitError
 from petkit.registry import EVALUATORS
 
 FORMAT = "petkit.metrics"
-VERSION = 1
+VERSION = 2  # 2: ci95, category, note and per-protocol options
 DEFAULT_PROTOCOLS = ("retrieval", "verification")
 
 
@@ -21,8 +21,16 @@ def evaluate(
     split: str | None = None,
     gallery_path: str | Path | None = None,
     gallery_split: str | None = None,
+    options: dict[str, dict] | None = None,
 ) -> dict:
-    """Run each protocol's evaluator and return the metrics.json document."""
+    """Run each protocol's evaluator and return the metrics.json document.
+
+    ``options``: per protocol, the evaluator's arguments, e.g. ``{"few_shot": {"n_way": 10}}``.
+    """
+    options = options or {}
+    unused = sorted(set(options) - set(protocols))
+    if unused:
+        raise PetkitError(f"options given for protocol(s) not run: {', '.join(unused)}", f"add them to --protocol (now: {','.join(protocols)})")
     data = emb.load(embeddings_path)
     if gallery_path is not None:
         probe, gallery = data.where("splits", split), emb.load(gallery_path).where("splits", gallery_split)
@@ -33,7 +41,7 @@ def evaluate(
         raise PetkitError(f"no embeddings with split '{split}' in {embeddings_path}", "check --split")
     metrics: list[dict] = []
     for name in protocols:
-        metrics.extend(EVALUATORS.build({"name": name})(probe, gallery))
+        metrics.extend(EVALUATORS.build({"name": name, "args": options.get(name, {})})(probe, gallery))
     return {
         "format": FORMAT,
         "version": VERSION,
@@ -43,7 +51,8 @@ def evaluate(
         "gallery": str(gallery_path) if gallery_path else None,
         "gallery_split": gallery_split,
         "fingerprint": probe.fingerprint,
-        "metrics": [{**m, "value": _clean(m["value"])} for m in metrics],
+        "options": options,
+        "metrics": [{**m, "value": _clean(m["value"]), **({"ci95": [_clean(v) for v in m["ci95"]]} if "ci95" in m else {})} for m in metrics],
     }
 
 

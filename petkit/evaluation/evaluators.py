@@ -1,32 +1,50 @@
 """Evaluators: assemble metric functions into a protocol's numbers.
 
-An evaluator factory returns a callable ``(queries, gallery) -> list[metric]``; a None
-gallery means leave-one-out over ``queries`` (petkit.embeddings.query_gallery decides). Each metric is a dict
-``{name, value, protocol, ...sample sizes}`` so metrics.json says what every number means.
+An evaluator factory takes the protocol's options and returns a callable
+``(queries, gallery) -> list[metric]``; a None gallery means leave-one-out over ``queries``
+(petkit.embeddings.query_gallery decides). Each metric is a dict ``{name, value, protocol,
+...sample sizes}``, plus ``ci95`` (a bootstrap interval), ``category`` (a per-category
+breakdown) or ``note`` (a caveat) where they apply, so metrics.json says what every number means.
+Unlabelled images (a challenge's test queries) are never scored; fake images only by real_fake.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 
 from petkit.embeddings import EmbeddingSet
 from petkit.errors import PetkitError
-from petkit.evaluation.metrics import equal_error_rate, retrieval_metrics, roc_auc, verification_pairs
+from petkit.evaluation import metrics as M
 from petkit.registry import EVALUATORS
+from petkit.retrieval.rerank import rerank as rerank_scores
+
+HEADLINE = ("recall@1", "mAP@R")  # broken down per category
+
+
+def labelled_real(data: EmbeddingSet | None) -> EmbeddingSet | None:
+    if data is None:
+        return None
+    return data.subset((data.identities != "") & (data.columns["is_fake"] != "1"))
 
 
 @EVALUATORS.register("retrieval")
-def retrieval(ks: tuple[int, ...] | list[int] = (1, 3, 5, 10)):
-    """Recall@K, Precision@K, top-K identity accuracy, mAP, mAP@R, R-precision."""
+def retrieval(ks: tuple[int, ...] | list[int] = (1, 3, 5, 10), rerank: str = "none", rerank_args: dict | None = None,
+              bootstrap: int = 1000, seed: int = 0):
+    """Recall@K (CMC), Precision@K, top-K identity accuracy, mAP, mAP@R, R-precision; 95 % intervals
+    by resampling identities; optional re-ranking (k_reciprocal, query_expansion)."""
     ks = tuple(int(k) for k in ks)
 
     def evaluate(queries: EmbeddingSet, gallery: EmbeddingSet | None) -> list[dict]:
+        queries, gallery = labelled_real(queries), labelled_real(gallery)
         targets = queries if gallery is None else gallery
         mode = "leave-one-out" if gallery is None else "query-gallery"
         groups = (queries.columns["sequences"], targets.columns["sequences"]) if queries.has("sequences") else (None, None)
-        result = retrieval_metrics(
+        similarity = rerank_scores(rerank, queries.vectors, targets.vectors, gallery is None, **(rerank_args or {}))
+        result = M.retrieval_metrics(
             queries.vectors, queries.identities, targets.vectors, targets.identities, ks,
-            leave_one_out=mode == "leave-one-out", query_groups=groups[0], gallery_groups=groups[1],
+            leave_one_out=mode == "leave-one-out", query_groups=groups[0], gallery_groups=groups[1], similarity=similarity,
         )
         if result.queries == 0:
             raise PetkitError(
@@ -34,33 +52,164 @@ def retrieval(ks: tuple[int, ...] | list[int] = (1, 3, 5, 10)):
                 "evaluate a split where identities have at least two images, or give a matching gallery",
             )
         sizes = {"queries": result.queries, "queries_without_match": result.queries_without_match, "gallery": result.gallery}
-        protocol = f"retrieval/{mode}" + ("/sequence-excluded" if groups[0] is not None else "")
-        return [{"name": name, "value": value, "protocol": protocol, **sizes} for name, value in result.metrics.items()]
+        protocol = f"retrieval/{mode}" + ("/sequence-excluded" if groups[0] is not None else "") + ("" if rerank == "none" else f"/{rerank}")
+        owners = queries.identities[result.counted]
+        gallery_identities = len(set(targets.identities.tolist()))
+        out = []
+        for name, values in result.per_query.items():
+            metric = {"name": name, "value": result.metrics[name], "protocol": protocol, **sizes}
+            if bootstrap:
+                metric["ci95"] = list(M.bootstrap_interval(values, owners, bootstrap, seed=seed))
+            note = _trivial_note(name, gallery_identities)
+            if note:
+                metric["note"] = note
+            out.append(metric)
+        out.extend(_per_category(result, queries, protocol))
+        return out
 
     return evaluate
 
 
+def _trivial_note(name: str, gallery_identities: int) -> str:
+    """Top-K identity accuracy says nothing when the gallery holds K identities or fewer."""
+    if name.startswith("top") and name.endswith("_accuracy") and int(name[3:-len("_accuracy")]) >= gallery_identities:
+        return f"trivially 1: the gallery has only {gallery_identities} identities"
+    return ""
+
+
+def _per_category(result: M.RetrievalResult, queries: EmbeddingSet, protocol: str) -> list[dict]:
+    if not queries.has("categories"):
+        return []
+    categories = queries.columns["categories"][result.counted]
+    out = []
+    for category in sorted(set(categories.tolist())):
+        mask = categories == category
+        for name in HEADLINE:
+            out.append({"name": name, "value": float(result.per_query[name][mask].mean()), "protocol": protocol,
+                        "category": category, "queries": int(mask.sum())})
+    return out
+
+
 @EVALUATORS.register("verification")
-def verification(max_pairs: int = 4_000_000, seed: int = 0):
-    """ROC-AUC and EER (+ its threshold) over same/different-identity pairs."""
+def verification(max_pairs: int = 4_000_000, seed: int = 0, pairs: str | None = None,
+                 fars: tuple[float, ...] | list[float] = (1e-4, 1e-3, 1e-2, 1e-1), threshold: float | None = None,
+                 bootstrap: int = 200):
+    """ROC-AUC, EER (+ threshold), TAR@FAR, accuracy at a fixed and at the best threshold, over all
+    same/different pairs, a uniform sample of them, or the pairs of a pairs CSV (with 'same')."""
+
+    def evaluate(probe: EmbeddingSet, gallery: EmbeddingSet | None) -> list[dict]:
+        if pairs:
+            scores, same = _pairs_csv_scores(probe if gallery is None else _concat(probe, gallery), pairs)
+            protocol = f"verification/pairs-csv ({Path(pairs).name})"
+        else:
+            data = labelled_real(probe if gallery is None else _concat(probe, gallery))
+            scores, same, sampled = M.verification_pairs(data.vectors, data.identities, max_pairs, seed)
+            protocol = "verification/" + ("sampled-pairs" if sampled else "all-pairs")
+        return verification_metrics(scores, same, protocol, fars, threshold, bootstrap, seed)
+
+    return evaluate
+
+
+def verification_metrics(scores, same, protocol, fars, threshold, bootstrap, seed, prefix: str = "") -> list[dict]:
+    positives, negatives = int(same.sum()), int((~same).sum())
+    if positives == 0 or negatives == 0:
+        raise PetkitError(
+            f"verification needs same- and different-identity pairs (found {positives} and {negatives})",
+            "evaluate a set with several identities, some with two or more images",
+        )
+    sizes = {"pairs": len(scores), "positive_pairs": positives, "negative_pairs": negatives}
+    eer, eer_threshold = M.equal_error_rate(scores, same)
+    best, best_threshold = M.best_accuracy(scores, same)
+    intervals = _pair_intervals(scores, same, bootstrap, seed) if bootstrap else {}
+
+    def metric(name, value, **extra):
+        entry = {"name": prefix + name, "value": value, "protocol": protocol, **extra, **sizes}
+        if name in intervals:
+            entry["ci95"] = intervals[name]
+        return entry
+
+    out = [
+        metric("roc_auc", M.roc_auc(scores, same)),
+        metric("eer", eer),
+        metric("eer_threshold", eer_threshold, unit="cosine similarity"),
+        metric("best_accuracy", best, threshold=best_threshold, note="threshold chosen on these pairs (an upper bound)"),
+    ]
+    for far, tar, far_threshold in M.tar_at_far(scores, same, tuple(fars)):
+        entry = metric(f"tar@far={far:g}", tar, threshold=far_threshold)
+        if far * negatives < 1:
+            entry["note"] = f"only {negatives} negative pairs: FAR {far:g} cannot be resolved"
+        out.append(entry)
+    if threshold is not None:
+        out.append(metric("accuracy@threshold", M.accuracy_at_threshold(scores, same, float(threshold)), threshold=float(threshold)))
+    return out
+
+
+def _pair_intervals(scores, same, resamples: int, seed: int, cap: int = 50_000) -> dict[str, list[float]]:
+    """Pair-bootstrap intervals of AUC and EER, on at most ``cap`` pairs (a uniform subsample)."""
+    rng = np.random.default_rng(seed)
+    if len(scores) > cap:
+        keep = rng.choice(len(scores), cap, replace=False)
+        scores, same = scores[keep], same[keep]
+
+    def both(indices):
+        s, y = scores[indices], same[indices]
+        if y.all() or not y.any():
+            return np.nan, np.nan
+        return M.roc_auc(s, y), M.equal_error_rate(s, y)[0]
+
+    values = np.array([both(rng.integers(0, len(scores), len(scores))) for _ in range(resamples)])
+    low, high = np.nanpercentile(values, [2.5, 97.5], axis=0)
+    return {"roc_auc": [float(low[0]), float(high[0])], "eer": [float(low[1]), float(high[1])]}
+
+
+def _pairs_csv_scores(data: EmbeddingSet, pairs_path: str) -> tuple[np.ndarray, np.ndarray]:
+    from petkit.data.pairs import read_pairs
+
+    pairs = read_pairs(pairs_path)
+    if pairs.same is None:
+        raise PetkitError(f"{pairs_path} has no 'same' column: its pairs cannot be scored",
+                          "use it with 'petkit submit --format pair_scores' instead, or add same=1/0")
+    a, b = pair_vectors(data, pairs)
+    return np.einsum("ij,ij->i", a, b), np.array(pairs.same)
+
+
+def pair_vectors(data: EmbeddingSet, pairs) -> tuple[np.ndarray, np.ndarray]:
+    """The embeddings of each pair's two images, looked up by resolved path."""
+    root = Path(data.root)
+    position = {str((root / p).resolve()) if not Path(p).is_absolute() else str(Path(p).resolve()): i for i, p in enumerate(data.paths)}
+    missing = [p for p in pairs.a + pairs.b if p not in position]
+    if missing:
+        raise PetkitError(f"{len(set(missing))} image(s) of the pairs file are not in the embeddings, e.g. {missing[0]}",
+                          "embed the pairs file itself: petkit embed MODEL pairs.csv -o pairs.npz")
+    return data.vectors[[position[p] for p in pairs.a]], data.vectors[[position[p] for p in pairs.b]]
+
+
+@EVALUATORS.register("real_fake")
+def real_fake(max_pairs: int = 4_000_000, seed: int = 0, bootstrap: int = 200):
+    """eer_real: genuine pairs vs real impostors; eer_fake: genuine pairs vs (real X, fake of X) pairs."""
 
     def evaluate(probe: EmbeddingSet, gallery: EmbeddingSet | None) -> list[dict]:
         data = probe if gallery is None else _concat(probe, gallery)
-        scores, same, sampled = verification_pairs(data.vectors, data.identities, max_pairs, seed)
-        positives, negatives = int(same.sum()), int((~same).sum())
-        if positives == 0 or negatives == 0:
-            raise PetkitError(
-                f"verification needs same- and different-identity pairs (found {positives} and {negatives})",
-                "evaluate a set with several identities, some with two or more images",
-            )
-        eer, threshold = equal_error_rate(scores, same)
-        protocol = "verification/" + ("sampled-pairs" if sampled else "all-pairs")
-        sizes = {"pairs": len(scores), "positive_pairs": positives, "negative_pairs": negatives}
-        return [
-            {"name": "roc_auc", "value": roc_auc(scores, same), "protocol": protocol, **sizes},
-            {"name": "eer", "value": eer, "protocol": protocol, **sizes},
-            {"name": "eer_threshold", "value": threshold, "protocol": protocol, "unit": "cosine similarity", **sizes},
-        ]
+        data = data.subset(data.identities != "")
+        fake = data.columns["is_fake"] == "1"
+        if not fake.any():
+            raise PetkitError("the embeddings have no fake images (is_fake = 1)",
+                              "put forgeries in <identity>/fake/ and re-run prepare and embed, or add an is_fake column")
+        i, j, _ = M.pair_indices(len(data), max_pairs, seed)
+        ids = data.identities
+        same_id = ids[i] == ids[j]
+        both_real = ~fake[i] & ~fake[j]
+        one_fake = fake[i] ^ fake[j]
+        scores = np.einsum("ij,ij->i", data.vectors[i], data.vectors[j])
+        genuine = same_id & both_real
+        out = []
+        for name, negatives in (("real", ~same_id & both_real), ("fake", same_id & one_fake)):
+            keep = genuine | negatives
+            for metric in verification_metrics(scores[keep], genuine[keep], f"real_fake/{name}-negatives", (), None, bootstrap, seed):
+                if metric["name"] in ("eer", "roc_auc", "eer_threshold"):
+                    metric["name"] = f"{metric['name']}_{name}"
+                    out.append(metric)
+        return out
 
     return evaluate
 

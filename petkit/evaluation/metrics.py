@@ -31,6 +31,8 @@ class RetrievalResult:
     queries: int  # queries that have at least one relevant gallery item
     queries_without_match: int
     gallery: int
+    per_query: dict[str, np.ndarray]  # each metric's value per counted query (for intervals and breakdowns)
+    counted: np.ndarray  # bool [n_queries]: which queries per_query describes
 
 
 def retrieval_metrics(
@@ -42,26 +44,31 @@ def retrieval_metrics(
     leave_one_out: bool = False,
     query_groups: np.ndarray | None = None,
     gallery_groups: np.ndarray | None = None,
+    similarity: np.ndarray | None = None,
 ) -> RetrievalResult:
     """Ranking metrics of every query against the gallery.
 
     ``leave_one_out``: query and gallery are the same set; each image is left out of its own
     ranking. ``*_groups`` (e.g. the manifest's ``sequence``): a gallery image in the query's
-    own non-empty group is left out of its ranking.
+    own non-empty group is left out of its ranking. ``similarity`` [Q, G]: rank by these
+    scores (e.g. re-ranked) instead of ``query @ gallery.T``.
     """
     query_labels, gallery_labels = np.asarray(query_labels), np.asarray(gallery_labels)
-    sums: dict[str, float] = {}
-    counted = 0
-    for start in range(0, len(query), BLOCK):
-        stop = min(start + BLOCK, len(query))
-        scores = query[start:stop] @ gallery.T
-        excluded = _exclusions(start, stop, len(gallery), leave_one_out, query_groups, gallery_groups)
-        block = _rank_block(scores, excluded, query_labels[start:stop], gallery_labels, ks)
-        counted += block.pop("_count")
-        for key, value in block.items():
-            sums[key] = sums.get(key, 0.0) + value
-    metrics = {key: (value / counted if counted else float("nan")) for key, value in sums.items()}
-    return RetrievalResult(metrics, counted, len(query) - counted, len(gallery))
+    parts: dict[str, list[np.ndarray]] = {}
+    counted = []
+    for start in range(0, len(query_labels), BLOCK):
+        stop = min(start + BLOCK, len(query_labels))
+        scores = similarity[start:stop] if similarity is not None else query[start:stop] @ gallery.T
+        excluded = _exclusions(start, stop, len(gallery_labels), leave_one_out, query_groups, gallery_groups)
+        keep, block = _rank_block(scores, excluded, query_labels[start:stop], gallery_labels, ks)
+        counted.append(keep)
+        for key, values in block.items():
+            parts.setdefault(key, []).append(values)
+    per_query = {key: np.concatenate(values) for key, values in parts.items()}
+    mask = np.concatenate(counted) if counted else np.zeros(0, dtype=bool)
+    n = int(mask.sum())
+    metrics = {key: (float(values.mean()) if n else float("nan")) for key, values in per_query.items()}
+    return RetrievalResult(metrics, n, len(query_labels) - n, len(gallery_labels), per_query, mask)
 
 
 def _exclusions(start, stop, n_gallery, leave_one_out, query_groups, gallery_groups) -> np.ndarray:
@@ -76,7 +83,8 @@ def _exclusions(start, stop, n_gallery, leave_one_out, query_groups, gallery_gro
     return excluded
 
 
-def _rank_block(scores, excluded, q_labels, g_labels, ks) -> dict[str, float]:
+def _rank_block(scores, excluded, q_labels, g_labels, ks) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(queries with a relevant item, {metric: value per such query})."""
     scores = np.where(excluded, -np.inf, scores)
     order = np.argsort(-scores, axis=1, kind="stable")
     ranked_scores = np.take_along_axis(scores, order, axis=1)
@@ -85,21 +93,20 @@ def _rank_block(scores, excluded, q_labels, g_labels, ks) -> dict[str, float]:
     n_relevant = relevant.sum(axis=1)
     keep = n_relevant > 0
     relevant, order, n_relevant = relevant[keep], order[keep], n_relevant[keep]
-    out: dict[str, float] = {"_count": int(keep.sum())}
-    if not out["_count"]:
-        return out
+    out: dict[str, np.ndarray] = {}
     positions = np.arange(1, relevant.shape[1] + 1)
     hits_so_far = np.cumsum(relevant, axis=1)
     precision_at = hits_so_far / positions
+    last = max(relevant.shape[1], 1)
     for k in ks:
-        out[f"recall@{k}"] = float(relevant[:, :k].any(axis=1).sum())
-        out[f"precision@{k}"] = float((hits_so_far[:, min(k, relevant.shape[1]) - 1] / k).sum())
-        out[f"top{k}_accuracy"] = float(_identity_topk(order, relevant, g_labels, k).sum())
-    out["mAP"] = float(((precision_at * relevant).sum(axis=1) / n_relevant).sum())
+        out[f"recall@{k}"] = relevant[:, :k].any(axis=1).astype(np.float64)
+        out[f"precision@{k}"] = hits_so_far[:, min(k, last) - 1] / k if relevant.shape[1] else np.zeros(0)
+        out[f"top{k}_accuracy"] = _identity_topk(order, relevant, g_labels, k).astype(np.float64)
+    out["mAP"] = (precision_at * relevant).sum(axis=1) / np.maximum(n_relevant, 1)
     within_r = positions[None, :] <= n_relevant[:, None]
-    out["mAP@R"] = float(((precision_at * relevant * within_r).sum(axis=1) / n_relevant).sum())
-    out["R-precision"] = float(((relevant & within_r).sum(axis=1) / n_relevant).sum())
-    return out
+    out["mAP@R"] = (precision_at * relevant * within_r).sum(axis=1) / np.maximum(n_relevant, 1)
+    out["R-precision"] = (relevant & within_r).sum(axis=1) / np.maximum(n_relevant, 1)
+    return keep, out
 
 
 def _identity_topk(order: np.ndarray, relevant: np.ndarray, g_labels: np.ndarray, k: int) -> np.ndarray:
@@ -161,22 +168,204 @@ def equal_error_rate(scores: np.ndarray, same: np.ndarray) -> tuple[float, float
     return float(eer), float(lower + w * (thresholds[i] - lower))
 
 
+def pair_indices(n: int, max_pairs: int = 4_000_000, seed: int = 0) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(i, j, sampled): all pairs i < j, or ``max_pairs`` drawn uniformly over i != j."""
+    if n * (n - 1) // 2 <= max_pairs:
+        i, j = np.triu_indices(n, k=1)
+        return i, j, False
+    rng = np.random.default_rng(seed)
+    i = rng.integers(0, n, size=max_pairs)
+    j = rng.integers(0, n - 1, size=max_pairs)
+    return i, j + (j >= i), True  # j + (j >= i) is uniform over j != i
+
+
 def verification_pairs(embeddings: np.ndarray, labels: np.ndarray, max_pairs: int = 4_000_000, seed: int = 0) -> tuple[np.ndarray, np.ndarray, bool]:
     """Scores and same-identity flags of all pairs i < j, or of a uniform sample of them.
 
     Returns (scores, same, sampled). Sampling pairs uniformly keeps the ROC unbiased.
     """
     labels = np.asarray(labels)
-    n = len(labels)
-    total = n * (n - 1) // 2
-    if total <= max_pairs:
-        i, j = np.triu_indices(n, k=1)
-        sampled = False
-    else:
-        rng = np.random.default_rng(seed)
-        i = rng.integers(0, n, size=max_pairs)
-        j = rng.integers(0, n - 1, size=max_pairs)
-        j = j + (j >= i)  # uniform over j != i
-        sampled = True
+    i, j, sampled = pair_indices(len(labels), max_pairs, seed)
     scores = np.einsum("ij,ij->i", embeddings[i], embeddings[j])
     return scores, labels[i] == labels[j], sampled
+
+
+def tar_at_far(scores: np.ndarray, same: np.ndarray, fars: tuple[float, ...]) -> list[tuple[float, float, float]]:
+    """(FAR target, TAR, threshold) with TAR = 1 - FNMR at the loosest threshold whose FAR <= target."""
+    fpr, tpr, thresholds = roc_curve(scores, same)
+    out = []
+    for far in fars:
+        i = int(np.searchsorted(fpr, far, side="right")) - 1  # fpr rises along the curve
+        out.append((float(far), float(tpr[i]), float(thresholds[i])))
+    return out
+
+
+def accuracy_at_threshold(scores: np.ndarray, same: np.ndarray, threshold: float) -> float:
+    """Share of pairs decided right when 'same' means score >= threshold."""
+    return float(np.mean((np.asarray(scores) >= threshold) == np.asarray(same, dtype=bool)))
+
+
+def best_accuracy(scores: np.ndarray, same: np.ndarray) -> tuple[float, float]:
+    """(accuracy, threshold) of the best single threshold over all distinct scores (an oracle upper bound)."""
+    fpr, tpr, thresholds = roc_curve(scores, same)
+    same = np.asarray(same, dtype=bool)
+    positives, negatives = same.sum(), (~same).sum()
+    correct = tpr * positives + (1.0 - fpr) * negatives
+    i = int(np.argmax(correct))
+    return float(correct[i] / len(same)), float(thresholds[i])
+
+
+def clustering_scores(vectors: np.ndarray, labels: np.ndarray, seed: int = 0) -> tuple[float, float]:
+    """(NMI, AMI) of k-means clusters (k = number of identities) against the identities."""
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score
+
+    labels = np.asarray(labels)
+    k = len(np.unique(labels))
+    clusters = KMeans(n_clusters=k, n_init=3, random_state=seed).fit_predict(vectors)
+    return float(normalized_mutual_info_score(labels, clusters)), float(adjusted_mutual_info_score(labels, clusters))
+
+
+def bootstrap_interval(values: np.ndarray, groups: np.ndarray | None = None, resamples: int = 1000,
+                       confidence: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values``.
+
+    With ``groups`` (e.g. each query's identity) whole groups are resampled, because images of
+    one individual are not independent; the interval is then wider and honest.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) < 2:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        draws = rng.integers(0, len(values), size=(resamples, len(values)))
+        means = values[draws].mean(axis=1)
+    else:
+        _, group_index = np.unique(np.asarray(groups), return_inverse=True)
+        sums = np.bincount(group_index, weights=values)
+        counts = np.bincount(group_index).astype(np.float64)
+        draws = rng.integers(0, len(sums), size=(resamples, len(sums)))
+        means = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
+    tail = (1.0 - confidence) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def bootstrap_statistic(statistic, n: int, resamples: int = 200, confidence: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile interval of ``statistic(indices)`` over resampled index sets (e.g. EER over pairs)."""
+    rng = np.random.default_rng(seed)
+    values = [statistic(rng.integers(0, n, size=n)) for _ in range(resamples)]
+    tail = (1.0 - confidence) / 2 * 100
+    low, high = np.nanpercentile(values, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+# ---------------------------------------------------------------------------------------
+# classification, few-shot, open-set identification
+
+
+def closed_set_accuracy(predicted: np.ndarray, true: np.ndarray) -> float:
+    return float(np.mean(np.asarray(predicted) == np.asarray(true)))
+
+
+def identity_scores(query: np.ndarray, gallery: np.ndarray, gallery_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(identities [I], scores [Q, I]): each query's best similarity to each gallery identity."""
+    identities, index = np.unique(np.asarray(gallery_labels), return_inverse=True)
+    order = np.argsort(index, kind="stable")  # gallery grouped by identity
+    starts = np.searchsorted(index[order], np.arange(len(identities)))
+    grouped = gallery[order]
+    out = np.empty((len(query), len(identities)), dtype=np.float32)
+    for start in range(0, len(query), BLOCK):
+        out[start:start + BLOCK] = np.maximum.reduceat(query[start:start + BLOCK] @ grouped.T, starts, axis=1)
+    return identities, out
+
+
+@dataclass
+class EpisodeResult:
+    accuracies: np.ndarray  # per episode
+    mean: float
+    ci95: float  # half-width of the normal 95 % interval of the mean
+
+
+def sample_episodes(labels: np.ndarray, n_way: int, k_shot: int, n_query: int, episodes: int, seed: int = 0):
+    """Yield (support indices [n_way * k_shot], query indices [n_way * n_query], class of each)."""
+    from petkit.errors import PetkitError
+
+    labels = np.asarray(labels)
+    names, counts = np.unique(labels, return_counts=True)
+    eligible = names[counts >= k_shot + n_query]
+    if len(eligible) < n_way:
+        raise PetkitError(
+            f"{n_way}-way {k_shot}-shot needs {n_way} identities with at least {k_shot + n_query} images; found {len(eligible)}",
+            "lower n_way, k_shot or n_query (protocol options), or evaluate a larger split",
+        )
+    rng = np.random.default_rng(seed)
+    members = {name: np.nonzero(labels == name)[0] for name in eligible}
+    for _ in range(episodes):
+        chosen = rng.choice(eligible, size=n_way, replace=False)
+        support, queries, classes = [], [], []
+        for c, name in enumerate(chosen):
+            picked = rng.choice(members[name], size=k_shot + n_query, replace=False)
+            support.extend(picked[:k_shot])
+            queries.extend(picked[k_shot:])
+            classes.append(np.full(n_query, c))
+        yield np.array(support), np.array(queries), np.concatenate(classes)
+
+
+def few_shot_accuracy(vectors: np.ndarray, labels: np.ndarray, n_way: int = 5, k_shot: int = 1, n_query: int = 1,
+                      episodes: int = 600, seed: int = 0) -> EpisodeResult:
+    """N-way K-shot accuracy: each query goes to the nearest class prototype (mean of its K shots)."""
+    accuracies = []
+    for support, queries, classes in sample_episodes(labels, n_way, k_shot, n_query, episodes, seed):
+        prototypes = vectors[support].reshape(n_way, k_shot, -1).mean(axis=1)
+        distances = ((vectors[queries][:, None, :] - prototypes[None]) ** 2).sum(axis=2)
+        accuracies.append(np.mean(distances.argmin(axis=1) == classes))
+    accuracies = np.array(accuracies)
+    half = 1.96 * accuracies.std(ddof=1) / np.sqrt(len(accuracies)) if len(accuracies) > 1 else float("nan")
+    return EpisodeResult(accuracies, float(accuracies.mean()), float(half))
+
+
+def calibrate_threshold(impostor_scores: np.ndarray, target_rate: float) -> float:
+    """The loosest threshold t (accept when score >= t) at which at most ``target_rate`` of impostors pass.
+
+    t is the next representable number above the first impostor score that must be rejected, in
+    the scores' own precision (float32 embeddings give float32 scores, compared in float32).
+    """
+    scores = np.asarray(impostor_scores)
+    dtype = scores.dtype if scores.dtype in (np.float32, np.float64) else np.float64
+    ranked = np.sort(scores.astype(dtype))[::-1]
+    allowed = int(np.floor(target_rate * len(ranked) + 1e-9))
+    if allowed >= len(ranked):
+        return float(ranked[-1])
+    return float(np.nextafter(ranked[allowed], dtype.type(np.inf)))
+
+
+def acceptance_rate(scores: np.ndarray, threshold: float) -> float:
+    scores = np.asarray(scores)
+    return float(np.mean(scores >= threshold)) if len(scores) else float("nan")
+
+
+@dataclass
+class OpenSetResult:
+    fpir: float  # target
+    threshold: float
+    dir: float  # detection and identification rate of known probes
+    achieved_fpir: float  # on the unknown probes it was set on
+
+
+def dir_at_fpir(top_scores: np.ndarray, known: np.ndarray, correct: np.ndarray, fpirs: tuple[float, ...]) -> list[OpenSetResult]:
+    """Open-set identification (ISO/IEC 19795-1, NIST FRVT 1:N).
+
+    ``top_scores``: each probe's best gallery score; ``known``: the probe's identity is enrolled;
+    ``correct``: the best identity is the probe's own. For each FPIR target the threshold is
+    set on the unknown probes; DIR is the share of known probes identified correctly *and* above it.
+    """
+    top_scores, known, correct = np.asarray(top_scores), np.asarray(known, bool), np.asarray(correct, bool)
+    unknown_scores = top_scores[~known]
+    out = []
+    for fpir in fpirs:
+        threshold = calibrate_threshold(unknown_scores, fpir)
+        hits = correct[known] & (top_scores[known] >= threshold)
+        out.append(OpenSetResult(float(fpir), threshold, float(hits.mean()) if known.any() else float("nan"),
+                                 acceptance_rate(unknown_scores, threshold)))
+    return out

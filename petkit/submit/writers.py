@@ -1,8 +1,15 @@
-"""``petkit submit``: query embeddings vs a gallery -> a challenge submission CSV.
+"""``petkit submit``: embeddings -> a challenge submission CSV.
 
-Writers are registered under ``petkit.submissions``. ``topk`` (the default) is the cat-face
-challenge's form: one row per query image, ``image,pred`` with the k best identities
-separated by spaces, best first. See docs/formats.md.
+Writers are registered under ``petkit.submissions`` (docs/formats.md shows a file of each):
+
+- ``topk``: ``image,pred`` with the k best identities separated by spaces (cat-face top-3);
+- ``classification``: ``id,label``, the best identity (closed-set);
+- ``open_set``: ``id,label``, the best identity, or ``n000000`` when its score is below the
+  calibrated threshold (the probe matches nobody enrolled);
+- ``pair_scores``: ``pair_id,similarity`` for every pair of a pairs CSV.
+
+Every writer takes ``columns`` (the header) and the CSV ``delimiter``; every query image (or
+pair) appears exactly once, which is checked before anything is written.
 """
 
 from __future__ import annotations
@@ -15,34 +22,98 @@ from pathlib import PurePosixPath
 import numpy as np
 
 from petkit import embeddings as emb
+from petkit.data.pairs import Pairs, read_pairs
 from petkit.errors import PetkitError
 from petkit.io import write_text
 from petkit.registry import SUBMISSIONS
+from petkit.retrieval.calibration import resolve_threshold
 from petkit.retrieval.index import GalleryIndex
 
 ID_FORMS = ("name", "stem", "path")
+UNKNOWN_LABEL = "n000000"
 
 
 @dataclass
 class Submission:
     rows: list[list[str]]
     header: list[str]
+    delimiter: str = ","
+    summary: str = ""
 
-    def text(self, delimiter: str = ",") -> str:
+    def text(self) -> str:
         buffer = io.StringIO()
-        writer = csv.writer(buffer, delimiter=delimiter, lineterminator="\n")
+        writer = csv.writer(buffer, delimiter=self.delimiter, lineterminator="\n")
         writer.writerow(self.header)
         writer.writerows(self.rows)
         return buffer.getvalue()
 
 
-@SUBMISSIONS.register("topk")
-def topk_writer(k: int = 3, image_column: str = "image", pred_column: str = "pred", separator: str = " "):
-    """image,pred with the k best distinct identities per query (cat-face top-3 challenge)."""
+@dataclass
+class Request:
+    """What a writer answers: query ids and vectors against an index, or the pairs of a pairs CSV."""
 
-    def write(query_ids: list[str], queries: np.ndarray, index: GalleryIndex) -> Submission:
-        names, _ = index.top_identities(queries, k)
-        return Submission([[qid, separator.join(row)] for qid, row in zip(query_ids, names)], [image_column, pred_column])
+    ids: list[str]
+    vectors: np.ndarray | None = None
+    index: GalleryIndex | None = None
+    threshold: float | None = None
+    pair_scores: np.ndarray | None = None
+
+
+def _header(columns, default: tuple[str, str]) -> list[str]:
+    header = list(columns) if columns else list(default)
+    if len(header) != 2:
+        raise PetkitError(f"this submission has 2 columns; got --columns {','.join(header)}", f"for example --columns {','.join(default)}")
+    return header
+
+
+@SUBMISSIONS.register("topk")
+def topk_writer(k: int = 3, columns: list[str] | None = None, separator: str = " ", delimiter: str = ","):
+    """image,pred with the k best distinct identities per query (cat-face top-3 challenge)."""
+    header = _header(columns, ("image", "pred"))
+
+    def write(request: Request) -> Submission:
+        names, _ = request.index.top_identities(request.vectors, k)
+        rows = [[qid, separator.join(row)] for qid, row in zip(request.ids, names)]
+        return Submission(rows, header, delimiter, f"top-{k} identities each")
+
+    return write
+
+
+@SUBMISSIONS.register("classification")
+def classification_writer(columns: list[str] | None = None, delimiter: str = ","):
+    """id,label: the best identity of each image (closed-set classification)."""
+    header = _header(columns, ("id", "label"))
+
+    def write(request: Request) -> Submission:
+        names, _ = request.index.top_identities(request.vectors, 1)
+        return Submission([[qid, row[0]] for qid, row in zip(request.ids, names)], header, delimiter, "best identity each")
+
+    return write
+
+
+@SUBMISSIONS.register("open_set")
+def open_set_writer(columns: list[str] | None = None, delimiter: str = ",", unknown_label: str = UNKNOWN_LABEL):
+    """id,label: the best identity if its score reaches the threshold, else the unknown label."""
+    header = _header(columns, ("id", "label"))
+
+    def write(request: Request) -> Submission:
+        names, scores = request.index.top_identities(request.vectors, 1)
+        rows = [[qid, row[0] if score[0] >= request.threshold else unknown_label]
+                for qid, row, score in zip(request.ids, names, scores)]
+        unknown = sum(1 for row in rows if row[1] == unknown_label)
+        return Submission(rows, header, delimiter, f"{unknown} answered '{unknown_label}' (threshold {request.threshold:.4f})")
+
+    return write
+
+
+@SUBMISSIONS.register("pair_scores")
+def pair_scores_writer(columns: list[str] | None = None, delimiter: str = ",", digits: int = 6):
+    """pair_id,similarity (cosine, -1..1) for every pair of a pairs CSV."""
+    header = _header(columns, ("pair_id", "similarity"))
+
+    def write(request: Request) -> Submission:
+        rows = [[pid, f"{score:.{digits}f}"] for pid, score in zip(request.ids, request.pair_scores)]
+        return Submission(rows, header, delimiter, "one cosine similarity per pair")
 
     return write
 
@@ -70,8 +141,27 @@ def submit(
     writer: str = "topk",
     writer_args: dict | None = None,
     id_from: str = "name",
+    threshold: float | None = None,
+    calibration: str | None = None,
+    pairs: str | None = None,
 ) -> Submission:
-    """Rank gallery identities for every query and format them with a registered writer."""
+    """Answer every query (or pair) with a registered writer; the result is checked complete."""
+    build = SUBMISSIONS.build({"name": writer, "args": writer_args or {}})
+    if writer == "pair_scores":
+        request = _pairs_request(queries_path, pairs)
+    else:
+        request = _query_request(queries_path, gallery_path, query_split, gallery_split, id_from)
+        if writer == "open_set":
+            request.threshold, source = resolve_threshold(threshold, calibration, request.index.fingerprint, request.index.model)
+            if request.threshold is None:
+                raise PetkitError("an open-set submission needs a similarity threshold",
+                                  "run 'petkit calibrate' (calibration.json beside the model is found), or pass --calibration or --threshold")
+    submission = build(request)
+    check_complete(submission, request.ids)
+    return submission
+
+
+def _query_request(queries_path, gallery_path, query_split, gallery_split, id_from) -> Request:
     probe = emb.load(queries_path)
     if gallery_path is not None:
         queries, targets = probe.where("splits", query_split), emb.load(gallery_path).where("splits", gallery_split)
@@ -85,9 +175,28 @@ def submit(
     emb.require_same_model(("queries", queries), ("gallery", targets))
     if not len(queries):
         raise PetkitError("no query images selected", "check --query-split or the role column")
-    index = GalleryIndex(targets.vectors, targets.identities)
-    build = SUBMISSIONS.build({"name": writer, "args": writer_args or {}})
-    return build(query_ids(queries.paths, id_from), queries.vectors, index)
+    targets = targets.subset((targets.identities != "") & (targets.columns["is_fake"] != "1"))
+    index = GalleryIndex(targets.vectors, targets.identities, fingerprint=targets.fingerprint, model=targets.model)
+    return Request(query_ids(queries.paths, id_from), queries.vectors, index)
+
+
+def _pairs_request(embeddings_path: str, pairs_path: str | None) -> Request:
+    from petkit.evaluation.evaluators import pair_vectors
+
+    if not pairs_path:
+        raise PetkitError("the pair_scores submission needs the pairs file", "pass --pairs pairs.csv (the file you embedded)")
+    pairs: Pairs = read_pairs(pairs_path)
+    a, b = pair_vectors(emb.load(embeddings_path), pairs)
+    return Request(pairs.ids, pair_scores=np.einsum("ij,ij->i", a, b))
+
+
+def check_complete(submission: Submission, ids: list[str]) -> None:
+    """Every id exactly once, in order, before the file is written."""
+    answered = [row[0] for row in submission.rows]
+    if answered != list(ids):
+        missing = sorted(set(ids) - set(answered))
+        raise PetkitError(f"the submission does not answer every query exactly once ({len(answered)} rows for {len(ids)} queries"
+                          + (f", e.g. {missing[0]} missing" if missing else "") + ")", "this is a writer bug: report it")
 
 
 def write_submission(path: str, submission: Submission) -> None:
