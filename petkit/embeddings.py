@@ -8,6 +8,7 @@ empty where the manifest has no value); scalars ``format``, ``version``, ``finge
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -116,6 +117,11 @@ def require_same_model(*sets: tuple[str, EmbeddingSet]) -> None:
         )
 
 
+def default_workers() -> int:
+    """Decoding workers when the caller does not say: every core, up to 8."""
+    return max(1, min(8, os.cpu_count() or 1))
+
+
 def embed(
     model_path: str | Path,
     source: str | Path,
@@ -124,7 +130,7 @@ def embed(
     flip_tta: bool = False,
     device: str = "auto",
     precision: str = "auto",
-    workers: int = 2,
+    workers: int | None = None,
     progress: Callable[[int], None] | None = None,
     on_total: Callable[[int], None] | None = None,
     fmt: str | None = None,
@@ -134,6 +140,7 @@ def embed(
     from petkit.data.batches import ImageStore
     from petkit.data.sources import open_source
 
+    workers = default_workers() if workers is None else workers
     manifest = open_source(source, fmt).select(split)
     if not len(manifest):
         raise PetkitError(f"no images with split '{split}' in {source}", "check --split against the manifest's split column")

@@ -15,5 +15,8 @@ class PetkitError(Exception):
         self.message = message
         self.hint = hint
 
+    def __reduce__(self):  # keep the hint when raised in a worker process
+        return PetkitError, (self.message, self.hint)
+
     def __str__(self) -> str:
         return self.message if not self.hint else f"{self.message} (hint: {self.hint})"

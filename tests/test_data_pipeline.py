@@ -93,3 +93,21 @@ def test_a_corrupt_image_listed_in_a_manifest_is_a_clear_error(tmp_path):
     with pytest.raises(PetkitError, match="cannot decode image .*bad.jpg.*") as info:
         list(store.batches([[0]]))
     assert "petkit prepare" in info.value.hint
+
+
+def test_process_decoding_equals_threads_and_reports_bad_images(pets_dir, tmp_path):
+    import shutil
+
+    from petkit.data import manifest as mf
+    from petkit.data.sources import open_source
+
+    manifest = open_source(pets_dir)
+    by_threads = torch.cat([b for _, b in ImageStore(manifest, 32, cache=False, num_workers=2).batches(sequential(len(manifest), 7))])
+    by_processes = torch.cat([b for _, b in ImageStore(manifest, 32, cache=False, num_workers=3).batches(sequential(len(manifest), 7))])
+    assert torch.equal(by_threads, by_processes)
+    shutil.copy(manifest.abspath(manifest.rows[0]), tmp_path / "good.jpg")
+    (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    broken = mf.Manifest(tmp_path, [{mf.PATH: "good.jpg", mf.IDENTITY: "a"}, {mf.PATH: "bad.jpg", mf.IDENTITY: "a"}])
+    with pytest.raises(PetkitError, match="cannot decode image") as caught:
+        list(ImageStore(broken, 32, cache=False, num_workers=3).batches([[0], [1]]))
+    assert "petkit prepare" in caught.value.hint

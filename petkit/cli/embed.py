@@ -30,7 +30,7 @@ def embed_command(
     flip_tta: bool = typer.Option(False, "--flip-tta", help="Average each embedding with that of the mirrored image."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     precision: str = typer.Option("auto", "--precision", help="auto, fp32, fp16 (CUDA) or bf16 (checkpoints only)."),
-    workers: int = typer.Option(2, "--workers", help="Image decoding threads."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Decoding workers: threads up to 2, processes beyond (default: CPU cores, at most 8)."),
     fmt: Optional[str] = typer.Option(None, "--format", help="Dataset source: manifest, folder, course_verification, pairs or images (default: detected)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
 ) -> None:
