@@ -134,3 +134,27 @@ def test_ratio_parsing():
     for bad in ("0.8,0.2", "a,b,c", "0,1,1", "-1,1,1"):
         with pytest.raises(PetkitError, match="--ratios"):
             parse_ratios(bad)
+
+
+def test_csv_listing_with_splits_keeps_them(tmp_path):
+    for i, name in enumerate(("a", "b", "c", "d")):
+        _image(tmp_path / "imgs" / f"{name}.png", i + 1)
+    listing = tmp_path / "list.csv"
+    listing.write_text("path,identity,split\nimgs/a.png,rex,test\nimgs/b.png,rex,test\nimgs/c.png,tom,train\nimgs/d.png,tom,train\n")
+    result = prepare(listing, tmp_path / "out", PrepareOptions(split_by="identity", seed=3))
+    assert [r["split"] for r in mf.read_manifest(result.manifest_path).rows] == ["test", "test", "train", "train"]
+    assert result.report["options"]["split_by"] == "given by the source"
+
+
+def test_course_layout_errors_are_clear(tmp_path):
+    _image(tmp_path / "c" / "known" / "ann" / "1.png", 1)
+    _image(tmp_path / "c" / "unknown_dev" / "p1.png", 2)
+    with pytest.raises(PetkitError, match="no verification_dev.csv"):
+        prepare(tmp_path / "c", tmp_path / "out")
+    (tmp_path / "c" / "verification_dev.csv").write_text("image,label\np1.png\n")
+    with pytest.raises(PetkitError, match="line 2: expected 'image,label'"):
+        prepare(tmp_path / "c", tmp_path / "out")
+    (tmp_path / "c" / "verification_dev.csv").write_text("p1,n000000\n")  # no header, stem instead of name
+    result = prepare(tmp_path / "c", tmp_path / "out")
+    rows = mf.read_manifest(result.manifest_path).rows
+    assert [(r["identity"], r["split"], r["role"]) for r in rows] == [("ann", "train", "gallery"), ("n000000/p1", "val", "query")]

@@ -172,10 +172,9 @@ def _dev_truth(path: Path) -> dict[str, str]:
         raise PetkitError(f"{path.parent.name}/ has {DEV_DIR}/ but no {DEV_TRUTH}",
                           f"add {DEV_TRUTH} (image,label per line; label {UNKNOWN_LABEL} for no correspondence) or remove {DEV_DIR}/")
     rows = list(csv.reader(path.read_text(encoding="utf-8-sig").splitlines()))
-    if rows and rows[0] and rows[0][0].strip().lower() in _HEADER_WORDS:
-        rows = rows[1:]
+    has_header = bool(rows and rows[0] and rows[0][0].strip().lower() in _HEADER_WORDS)
     truth = {}
-    for line_no, row in enumerate(rows, start=2):
+    for line_no, row in enumerate(rows[1:] if has_header else rows, start=2 if has_header else 1):
         if len(row) < 2 or not row[0].strip() or not row[1].strip():
             raise PetkitError(f"{path}, line {line_no}: expected 'image,label'", f"label each dev image with its identity or {UNKNOWN_LABEL}")
         truth[row[0].strip()] = row[1].strip()
@@ -379,10 +378,13 @@ def prepare(
             f"no usable images found in {src}",
             "expected <identity>/<image> folders (or a CSV with path,identity); see the report for reasons",
         )
-    if not any(row.get(mf.SPLIT) for row in rows):  # a layout's own splits are kept
+    splits_given = any(row.get(mf.SPLIT) for row in rows)  # a layout's or a listing's own splits are kept
+    if not splits_given:
         assign_splits(rows, options)
     columns = _columns(rows)
     report = _report(src, out_dir, options, candidates, checked, skipped, rows)
+    if splits_given:
+        report["options"]["split_by"] = "given by the source"
     mf.write_manifest(manifest_path, rows, columns)
     write_json(report_path, report)
     return PrepareResult(manifest_path, report_path, report)
