@@ -64,11 +64,12 @@ class Engine:
     @classmethod
     def create(cls, device: str = "auto", precision: str = "auto", channels_last: bool = True) -> Engine:
         resolved = resolve_device(device)
+        precision = resolve_precision(precision, resolved)
         if resolved.type == "cuda":
             torch.backends.cudnn.benchmark = True
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
-        return cls(resolved, resolve_precision(precision, resolved), channels_last)
+            # TF32 speeds up the fp32 ops left outside autocast; asked-for fp32 stays true fp32
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision != "fp32"
+        return cls(resolved, precision, channels_last)
 
     def describe(self) -> str:
         name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
