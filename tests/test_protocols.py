@@ -321,6 +321,8 @@ def test_pair_scores_writer_and_delimiter(tmp_path):
     (tmp_path / "missing.csv").write_text("pair_id,path_a,path_b\n1,nowhere.jpg,id0/0.jpg\n")
     with pytest.raises(PetkitError, match="not in the embeddings"):
         submit(str(path), writer="pair_scores", pairs=str(tmp_path / "missing.csv"))
+    with pytest.raises(PetkitError, match="pass --pairs"):
+        submit(str(path), writer="pair_scores")
 
 
 def test_incomplete_submission_is_refused_before_writing():

@@ -97,6 +97,9 @@ def open_set_writer(columns: list[str] | None = None, delimiter: str = ",", unkn
     header = _header(columns, ("id", "label"))
 
     def write(request: Request) -> Submission:
+        if request.threshold is None:
+            raise PetkitError("an open-set submission needs a similarity threshold",
+                              "run 'petkit calibrate' (calibration.json beside the model is found), or pass --calibration or --threshold")
         names, scores = request.index.top_identities(request.vectors, 1)
         rows = [[qid, row[0] if score[0] >= request.threshold else unknown_label]
                 for qid, row, score in zip(request.ids, names, scores)]
@@ -112,9 +115,12 @@ def pair_scores_writer(columns: list[str] | None = None, delimiter: str = ",", d
     header = _header(columns, ("pair_id", "similarity"))
 
     def write(request: Request) -> Submission:
+        if request.pair_scores is None:
+            raise PetkitError("the pair_scores submission needs the pairs file", "pass --pairs pairs.csv (the file you embedded)")
         rows = [[pid, f"{score:.{digits}f}"] for pid, score in zip(request.ids, request.pair_scores)]
         return Submission(rows, header, delimiter, "one cosine similarity per pair")
 
+    write.needs_pairs = True  # submit() asks for --pairs before it looks for queries
     return write
 
 
@@ -145,17 +151,20 @@ def submit(
     calibration: str | None = None,
     pairs: str | None = None,
 ) -> Submission:
-    """Answer every query (or pair) with a registered writer; the result is checked complete."""
+    """Answer every query (or pair) with a registered writer; the result is checked complete.
+
+    With ``pairs`` the writer is asked about the pairs (``Request.pair_scores``); otherwise about
+    the query images against the gallery, with the threshold from ``threshold``, ``calibration``
+    or calibration.json beside the model (None when there is none).
+    """
     build = SUBMISSIONS.build({"name": writer, "args": writer_args or {}})
-    if writer == "pair_scores":
+    if getattr(build, "needs_pairs", False) and not pairs:
+        raise PetkitError(f"the {writer} submission answers the pairs of a pairs file", "pass --pairs pairs.csv (the file you embedded)")
+    if pairs:
         request = _pairs_request(queries_path, pairs)
     else:
         request = _query_request(queries_path, gallery_path, query_split, gallery_split, id_from)
-        if writer == "open_set":
-            request.threshold, source = resolve_threshold(threshold, calibration, request.index.fingerprint, request.index.model)
-            if request.threshold is None:
-                raise PetkitError("an open-set submission needs a similarity threshold",
-                                  "run 'petkit calibrate' (calibration.json beside the model is found), or pass --calibration or --threshold")
+        request.threshold, _ = resolve_threshold(threshold, calibration, request.index.fingerprint, request.index.model)
     submission = build(request)
     check_complete(submission, request.ids)
     return submission
@@ -180,11 +189,9 @@ def _query_request(queries_path, gallery_path, query_split, gallery_split, id_fr
     return Request(query_ids(queries.paths, id_from), queries.vectors, index)
 
 
-def _pairs_request(embeddings_path: str, pairs_path: str | None) -> Request:
+def _pairs_request(embeddings_path: str, pairs_path: str) -> Request:
     from petkit.evaluation.evaluators import pair_vectors
 
-    if not pairs_path:
-        raise PetkitError("the pair_scores submission needs the pairs file", "pass --pairs pairs.csv (the file you embedded)")
     pairs: Pairs = read_pairs(pairs_path)
     a, b = pair_vectors(emb.load(embeddings_path), pairs)
     return Request(pairs.ids, pair_scores=np.einsum("ij,ij->i", a, b))
