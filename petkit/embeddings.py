@@ -17,7 +17,7 @@ import numpy as np
 
 from petkit.data import manifest as mf
 from petkit.errors import PetkitError
-from petkit.io import atomic_path
+from petkit.io import atomic_path, load_versioned_npz
 
 FORMAT = "petkit.embeddings"
 VERSION = 1
@@ -73,18 +73,7 @@ def save(path: str | Path, embeddings: EmbeddingSet) -> None:
 
 
 def load(path: str | Path) -> EmbeddingSet:
-    path = Path(path)
-    if not path.is_file():
-        raise PetkitError(f"embeddings file not found: {path}", "create it with 'petkit embed'")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
-    except Exception as exc:
-        raise PetkitError(f"cannot read embeddings {path}: {exc}", "the file is damaged or not an .npz") from exc
-    if str(arrays.get("format", "")) != FORMAT:
-        raise PetkitError(f"{path} is not a petkit embeddings file", "create it with 'petkit embed'")
-    if int(arrays["version"]) > VERSION:
-        raise PetkitError(f"{path} is embeddings version {int(arrays['version'])}; this petkit reads {VERSION}", "upgrade petkit")
+    arrays = load_versioned_npz(path, FORMAT, VERSION, "embeddings", "create it with 'petkit embed'")
     vectors = arrays["vectors"].astype(np.float32, copy=False)
     columns = {name: arrays[name].astype(str) if name in arrays else np.full(len(vectors), "", dtype=str) for name in COLUMNS}
     return EmbeddingSet(vectors, columns, str(arrays["fingerprint"]), str(arrays["model"]), str(arrays["root"]))

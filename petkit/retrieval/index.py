@@ -18,7 +18,7 @@ import faiss
 import numpy as np
 
 from petkit.errors import PetkitError
-from petkit.io import atomic_path
+from petkit.io import atomic_path, load_versioned_npz
 
 FORMAT = "petkit.index"
 VERSION = 1
@@ -139,18 +139,7 @@ class GalleryIndex:
 
     @classmethod
     def load(cls, path: str | Path) -> GalleryIndex:
-        path = Path(path)
-        if not path.is_file():
-            raise PetkitError(f"index not found: {path}", "build one with 'petkit index build GALLERY.npz -o gallery.index'")
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {key: data[key] for key in data.files}
-        except Exception as exc:
-            raise PetkitError(f"cannot read index {path}: {exc}", "the file is damaged or not a petkit index") from exc
-        if str(arrays.get("format", "")) != FORMAT:
-            raise PetkitError(f"{path} is not a petkit index", "build one with 'petkit index build'")
-        if int(arrays["version"]) > VERSION:
-            raise PetkitError(f"{path} is index version {int(arrays['version'])}; this petkit reads {VERSION}", "upgrade petkit")
+        arrays = load_versioned_npz(path, FORMAT, VERSION, "index", "build one with 'petkit index build GALLERY.npz -o gallery.index'")
         meta = json.loads(str(arrays["meta"]))
         index = cls.__new__(cls)
         index.vectors, index.labels, index.paths = arrays["vectors"], arrays["labels"].astype(str), arrays["paths"].astype(str)
