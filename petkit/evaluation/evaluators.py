@@ -32,8 +32,10 @@ def labelled_real(data: EmbeddingSet | None) -> EmbeddingSet | None:
 @EVALUATORS.register("retrieval")
 def retrieval(ks: tuple[int, ...] | list[int] = (1, 3, 5, 10), rerank: str = "none", rerank_args: dict | None = None,
               bootstrap: int = 1000, seed: int = 0):
-    """Recall@K (CMC), Precision@K, top-K identity accuracy, mAP, mAP@R, R-precision; 95 % intervals
-    by resampling identities; optional re-ranking (k_reciprocal, query_expansion)."""
+    """Recall@K (CMC), Precision@K, top-K identity accuracy, mAP, mAP@R, R-precision, with 95 % intervals.
+
+    Intervals resample identities; ``rerank``: k_reciprocal or query_expansion (petkit.retrieval.rerank).
+    """
     ks = tuple(int(k) for k in ks)
 
     def evaluate(queries: EmbeddingSet, gallery: EmbeddingSet | None) -> list[dict]:
@@ -94,8 +96,11 @@ def _per_category(result: M.RetrievalResult, queries: EmbeddingSet, protocol: st
 def verification(max_pairs: int = 4_000_000, seed: int = 0, pairs: str | None = None,
                  fars: tuple[float, ...] | list[float] = (1e-4, 1e-3, 1e-2, 1e-1), threshold: float | None = None,
                  bootstrap: int = 200):
-    """ROC-AUC, EER (+ threshold), TAR@FAR, accuracy at a fixed and at the best threshold, over all
-    same/different pairs, a uniform sample of them, or the pairs of a pairs CSV (with 'same')."""
+    """ROC-AUC, EER, TAR@FAR and accuracy at fixed and best thresholds, over all, sampled or listed pairs.
+
+    ``pairs``: a pairs CSV with a 'same' column; otherwise every same/different pair (a uniform
+    sample above ``max_pairs``).
+    """
 
     def evaluate(probe: EmbeddingSet, gallery: EmbeddingSet | None) -> list[dict]:
         if pairs:

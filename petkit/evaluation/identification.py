@@ -79,8 +79,10 @@ def open_set_scores(probes: EmbeddingSet, gallery: EmbeddingSet) -> dict[str, np
 
 @EVALUATORS.register("classification")
 def classification(rule: str = "nearest", ks: tuple[int, ...] | list[int] = (1, 5), bootstrap: int = 1000, seed: int = 0):
-    """Closed-set accuracy of test images against a labelled gallery (e.g. the train split):
-    ``nearest`` scores each identity by its most similar image, ``centroid`` by its mean embedding."""
+    """Closed-set top-1 and top-K accuracy of test images against a labelled gallery (e.g. the train split).
+
+    ``nearest`` scores each identity by its most similar image, ``centroid`` by its mean embedding.
+    """
     if rule not in ("nearest", "centroid"):
         raise PetkitError(f"unknown classification rule '{rule}'", "use nearest or centroid")
 
