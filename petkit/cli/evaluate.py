@@ -69,9 +69,24 @@ def _print_tables(document: dict) -> None:
             table.add_row(metric["name"], _number(metric["value"]),
                           f"{_number(interval[0])} - {_number(interval[1])}" if interval else "", metric.get("note", ""))
         console.print(table)
-        categories = [m for m in metrics if "category" in m]
-        if categories:
-            console.print(f"per category ({len({m['category'] for m in categories})}): see metrics.json")
+        _print_categories(protocol, [m for m in metrics if "category" in m])
+
+
+def _print_categories(protocol: str, metrics: list[dict], shown: int = 20) -> None:
+    if not metrics:
+        return
+    names = list(dict.fromkeys(m["name"] for m in metrics))
+    rows: dict[str, dict] = {}
+    for m in metrics:
+        rows.setdefault(m["category"], {"queries": m["queries"]})[m["name"]] = m["value"]
+    table = Table(title=f"{protocol} by category")
+    for column in ("category", "queries", *names):
+        table.add_column(column, justify="left" if column == "category" else "right")
+    for category, row in list(rows.items())[:shown]:
+        table.add_row(category, str(row["queries"]), *(_number(row.get(name)) for name in names))
+    console.print(table)
+    if len(rows) > shown:
+        console.print(f"... and {len(rows) - shown} more categories in metrics.json")
 
 
 def _number(value) -> str:
