@@ -330,3 +330,18 @@ def test_incomplete_submission_is_refused_before_writing():
         check_complete(Submission([["a", "x"], ["a", "y"]], ["id", "label"]), ["a", "b"])
     check_complete(Submission([["a", "x"], ["b", "y"]], ["id", "label"]), ["a", "b"])
     assert Request(["a"]).threshold is None
+
+
+def test_dataset_sources_are_detected(tmp_path):
+    from petkit.data.sources import detect_format
+
+    (tmp_path / "ids" / "rex").mkdir(parents=True)
+    (tmp_path / "ids" / "rex" / "1.jpg").write_bytes(b"x")
+    (tmp_path / "flat").mkdir()
+    (tmp_path / "flat" / "1.jpg").write_bytes(b"x")
+    (tmp_path / "course" / "known" / "ann").mkdir(parents=True)
+    (tmp_path / "course" / "unknown_test").mkdir()
+    (tmp_path / "pairs.csv").write_text("pair_id,path_a,path_b\n")
+    (tmp_path / "manifest.csv").write_text("path,identity\n")
+    assert [detect_format(tmp_path / name) for name in ("ids", "flat", "flat/1.jpg", "course", "pairs.csv", "manifest.csv")] == [
+        "folder", "images", "images", "course_verification", "pairs", "manifest"]

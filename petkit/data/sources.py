@@ -73,13 +73,22 @@ def _from_candidates(root: Path, flatten_distortion: bool, hint: str) -> mf.Mani
 
 
 def detect_format(path: str | Path) -> str:
-    """Which registered source reads ``path``: course_verification, folder, pairs or manifest."""
+    """Which registered source reads ``path``: course_verification, folder (identity folders),
+    images (a flat folder or one image file), pairs or manifest."""
     path = Path(path)
     if is_course_layout(path):
         return "course_verification"
     if path.is_dir():
-        return "folder"
+        return "images" if _flat_image_folder(path) else "folder"
+    if is_image_name(path):
+        return "images"
     return "pairs" if is_pairs_file(path) else "manifest"
+
+
+def _flat_image_folder(path: Path) -> bool:
+    """Images directly inside and no sub-folders: unlabelled photos (a test set), not identities."""
+    entries = [e for e in path.iterdir() if not e.name.startswith(".")]
+    return any(e.is_file() and is_image_name(e) for e in entries) and not any(e.is_dir() for e in entries)
 
 
 def open_source(path: str | Path, fmt: str | None = None) -> mf.Manifest:
