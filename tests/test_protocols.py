@@ -158,6 +158,11 @@ def test_classification_nearest_and_centroid(tmp_path):
         evaluate(saved(tmp_path, data), ["classification"], split="test")
 
 
+def test_few_shot_without_enough_identities_says_what_to_lower(tmp_path):
+    with pytest.raises(PetkitError, match="5-way 1-shot needs 5 identities with at least 2 images; found 3"):
+        evaluate(saved(tmp_path, make_set(ids=3, per=4)), ["few_shot"])
+
+
 def test_few_shot_and_clustering_evaluators(tmp_path):
     data = make_set(ids=8, per=3, spread=0.5)
     doc = evaluate(saved(tmp_path, data), ["few_shot", "clustering"], options={"few_shot": {"k_shot": [1, 5], "episodes": 100}})
@@ -329,7 +334,28 @@ def test_incomplete_submission_is_refused_before_writing():
     with pytest.raises(PetkitError, match="exactly once"):
         check_complete(Submission([["a", "x"], ["a", "y"]], ["id", "label"]), ["a", "b"])
     check_complete(Submission([["a", "x"], ["b", "y"]], ["id", "label"]), ["a", "b"])
-    assert Request(["a"]).threshold is None
+    with pytest.raises(PetkitError, match="exactly once"):
+        check_complete(Submission([["b", "y"], ["a", "x"]], ["id", "label"]), ["a", "b"])  # order is the test set's
+
+
+def test_a_plugin_writer_gets_the_threshold(tmp_path):
+    from petkit.registry import SUBMISSIONS
+
+    path, _, _ = challenge_set(tmp_path)
+    seen = []
+
+    @SUBMISSIONS.register("test_threshold_echo")
+    def echo():
+        def write(request: Request) -> Submission:
+            seen.append(request.threshold)
+            return Submission([[i, "x"] for i in request.ids], ["id", "label"])
+        return write
+
+    try:
+        submit(str(path), None, "test", "train", "test_threshold_echo", {}, "path", threshold=0.42)
+    finally:
+        SUBMISSIONS._entries.pop("test_threshold_echo", None)
+    assert seen == [0.42]
 
 
 def test_dataset_sources_are_detected(tmp_path):

@@ -142,7 +142,11 @@ def few_shot(n_way: int = 5, k_shot: tuple[int, ...] | list[int] | int = (1, 5),
             out.append({"name": f"{n_way}way{k}shot_accuracy", "value": result.mean, "ci95": [result.mean - result.ci95, result.mean + result.ci95],
                         "protocol": "few_shot/prototype", "episodes": episodes, "queries_per_class": n_query, "eligible_identities": eligible})
         if not out:
-            M.few_shot_accuracy(data.vectors, data.identities, n_way, min(shots), n_query, 1, seed)  # raises the explanation
+            need = min(shots) + n_query
+            raise PetkitError(
+                f"{n_way}-way {min(shots)}-shot needs {n_way} identities with at least {need} images; found {int((counts >= need).sum())}",
+                "lower few_shot.n_way, k_shot or n_query (--option few_shot.n_way=3), or evaluate a larger split",
+            )
         return out
 
     return evaluate
