@@ -104,10 +104,10 @@ def verification(max_pairs: int = 4_000_000, seed: int = 0, pairs: str | None = 
 
     def evaluate(probe: EmbeddingSet, gallery: EmbeddingSet | None) -> list[dict]:
         if pairs:
-            scores, same = _pairs_csv_scores(probe if gallery is None else _concat(probe, gallery), pairs)
+            scores, same = _pairs_csv_scores(probe if gallery is None else concat_sets(probe, gallery), pairs)
             protocol = f"verification/pairs-csv ({Path(pairs).name})"
         else:
-            data = labelled_real(probe if gallery is None else _concat(probe, gallery))
+            data = labelled_real(probe if gallery is None else concat_sets(probe, gallery))
             scores, same, sampled = M.verification_pairs(data.vectors, data.identities, max_pairs, seed)
             protocol = "verification/" + ("sampled-pairs" if sampled else "all-pairs")
         return verification_metrics(scores, same, protocol, fars, threshold, bootstrap, seed)
@@ -194,7 +194,7 @@ def real_fake(max_pairs: int = 4_000_000, seed: int = 0, bootstrap: int = 200):
     """eer_real: genuine pairs vs real impostors; eer_fake: genuine pairs vs (real X, fake of X) pairs."""
 
     def evaluate(probe: EmbeddingSet, gallery: EmbeddingSet | None) -> list[dict]:
-        data = probe if gallery is None else _concat(probe, gallery)
+        data = probe if gallery is None else concat_sets(probe, gallery)
         data = data.subset(data.identities != "")
         fake = data.columns["is_fake"] == "1"
         if not fake.any():
@@ -219,6 +219,6 @@ def real_fake(max_pairs: int = 4_000_000, seed: int = 0, bootstrap: int = 200):
     return evaluate
 
 
-def _concat(a: EmbeddingSet, b: EmbeddingSet) -> EmbeddingSet:
+def concat_sets(a: EmbeddingSet, b: EmbeddingSet) -> EmbeddingSet:
     columns = {k: np.concatenate([a.columns[k], b.columns[k]]) for k in a.columns}
     return EmbeddingSet(np.concatenate([a.vectors, b.vectors]), columns, a.fingerprint, a.model, a.root)

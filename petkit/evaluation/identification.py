@@ -7,7 +7,7 @@ import numpy as np
 from petkit.embeddings import EmbeddingSet
 from petkit.errors import PetkitError
 from petkit.evaluation import metrics as M
-from petkit.evaluation.evaluators import _concat, labelled_real
+from petkit.evaluation.evaluators import concat_sets, labelled_real
 from petkit.registry import EVALUATORS
 
 
@@ -131,7 +131,7 @@ def few_shot(n_way: int = 5, k_shot: tuple[int, ...] | list[int] | int = (1, 5),
     shots = (k_shot,) if isinstance(k_shot, int) else tuple(k_shot)
 
     def evaluate(queries: EmbeddingSet, gallery: EmbeddingSet | None) -> list[dict]:
-        data = labelled_real(queries if gallery is None else _concat(queries, gallery))
+        data = labelled_real(queries if gallery is None else concat_sets(queries, gallery))
         counts = np.unique(data.identities, return_counts=True)[1]
         out = []
         for k in shots:
@@ -157,7 +157,7 @@ def clustering(seed: int = 0):
     """NMI and AMI of k-means clusters (k = number of identities) against the identities."""
 
     def evaluate(queries: EmbeddingSet, gallery: EmbeddingSet | None) -> list[dict]:
-        data = labelled_real(queries if gallery is None else _concat(queries, gallery))
+        data = labelled_real(queries if gallery is None else concat_sets(queries, gallery))
         nmi, ami = M.clustering_scores(data.vectors, data.identities, seed)
         sizes = {"images": len(data), "identities": len(set(data.identities.tolist()))}
         return [{"name": "NMI", "value": nmi, "protocol": "clustering/k-means", **sizes},

@@ -22,7 +22,7 @@ from petkit import __version__
 from petkit import embeddings as emb
 from petkit.errors import PetkitError
 from petkit.evaluation import metrics as M
-from petkit.evaluation.evaluators import labelled_real
+from petkit.evaluation.evaluators import concat_sets, labelled_real
 
 FORMAT = "petkit.calibration"
 VERSION = 1
@@ -90,9 +90,7 @@ def _impostor_pairs(data: emb.EmbeddingSet, max_pairs: int) -> tuple[np.ndarray,
 
 
 def _with(a: emb.EmbeddingSet, b: emb.EmbeddingSet | None) -> emb.EmbeddingSet:
-    from petkit.evaluation.evaluators import _concat
-
-    return a if b is None else _concat(a, b)
+    return a if b is None else concat_sets(a, b)
 
 
 def default_path(model: str) -> Path:
