@@ -61,6 +61,17 @@ def test_retrieval_intervals_categories_and_trivial_note(tmp_path):
         assert entry["value"] == pytest.approx(result.per_query["recall@1"][rows].mean()) and entry["queries"] == 12
 
 
+def test_verification_per_category_uses_pairs_within_the_category(tmp_path):
+    data = make_set(ids=6, per=4, categories=np.repeat(["cat", "dog"], 12))
+    doc = evaluate(saved(tmp_path, data), ["verification"], options={"verification": {"bootstrap": 0}})
+    for category, rows in (("cat", slice(0, 12)), ("dog", slice(12, 24))):
+        x, y = data.vectors[rows], data.identities[rows]
+        i, j = np.triu_indices(12, k=1)
+        entry = metric(doc, "eer", category=category)[0]
+        assert entry["value"] == pytest.approx(M.equal_error_rate(np.einsum("ij,ij->i", x[i], x[j]), y[i] == y[j])[0])
+        assert entry["pairs"] == 66 and entry["positive_pairs"] == 3 * 6
+
+
 def test_unlabelled_and_fake_images_are_never_scored(tmp_path):
     data = make_set(ids=6, per=4)
     extra = make_set(ids=2, per=3, seed=5, prefix="x")

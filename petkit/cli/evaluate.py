@@ -78,12 +78,13 @@ def _print_categories(protocol: str, metrics: list[dict], shown: int = 20) -> No
     names = list(dict.fromkeys(m["name"] for m in metrics))
     rows: dict[str, dict] = {}
     for m in metrics:
-        rows.setdefault(m["category"], {"queries": m["queries"]})[m["name"]] = m["value"]
+        count = m.get("queries", m.get("pairs"))
+        rows.setdefault(m["category"], {"count": count})[m["name"]] = m["value"]
     table = Table(title=f"{protocol} by category")
-    for column in ("category", "queries", *names):
+    for column in ("category", "queries" if "queries" in metrics[0] else "pairs", *names):
         table.add_column(column, justify="left" if column == "category" else "right")
     for category, row in list(rows.items())[:shown]:
-        table.add_row(category, str(row["queries"]), *(_number(row.get(name)) for name in names))
+        table.add_row(category, str(row["count"]), *(_number(row.get(name)) for name in names))
     console.print(table)
     if len(rows) > shown:
         console.print(f"... and {len(rows) - shown} more categories in metrics.json")

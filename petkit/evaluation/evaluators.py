@@ -110,6 +110,7 @@ def verification(max_pairs: int = 4_000_000, seed: int = 0, pairs: str | None = 
             data = labelled_real(probe if gallery is None else concat_sets(probe, gallery))
             scores, same, sampled = M.verification_pairs(data.vectors, data.identities, max_pairs, seed)
             protocol = "verification/" + ("sampled-pairs" if sampled else "all-pairs")
+            return verification_metrics(scores, same, protocol, fars, threshold, bootstrap, seed) + _verification_by_category(data, max_pairs, seed)
         return verification_metrics(scores, same, protocol, fars, threshold, bootstrap, seed)
 
     return evaluate
@@ -146,6 +147,23 @@ def verification_metrics(scores, same, protocol, fars, threshold, bootstrap, see
         out.append(entry)
     if threshold is not None:
         out.append(metric("accuracy@threshold", M.accuracy_at_threshold(scores, same, float(threshold)), threshold=float(threshold)))
+    return out
+
+
+def _verification_by_category(data: EmbeddingSet, max_pairs: int, seed: int) -> list[dict]:
+    """ROC-AUC and EER over the pairs within each category (e.g. two dogs of one breed: the hard negatives)."""
+    if not data.has("categories"):
+        return []
+    out = []
+    for category in sorted(set(data.columns["categories"].tolist()) - {""}):
+        members = data.where("categories", category)
+        scores, same, sampled = M.verification_pairs(members.vectors, members.identities, max_pairs, seed)
+        if same.all() or not same.any():
+            continue  # one identity, or no repeated one: nothing to verify within this category
+        sizes = {"category": category, "pairs": len(scores), "positive_pairs": int(same.sum()), "negative_pairs": int((~same).sum())}
+        protocol = "verification/" + ("sampled-pairs" if sampled else "all-pairs")
+        out += [{"name": "roc_auc", "value": M.roc_auc(scores, same), "protocol": protocol, **sizes},
+                {"name": "eer", "value": M.equal_error_rate(scores, same)[0], "protocol": protocol, **sizes}]
     return out
 
 

@@ -111,7 +111,7 @@ def _parity_images(loaded, source, samples: int) -> tuple[torch.Tensor, str]:
 
 
 def check_parity(model: torch.nn.Module, onnx_path: Path, images: torch.Tensor, atol: float, described: str) -> ParityReport:
-    session = _session(onnx_path, "cpu")
+    session = _session(onnx_path, "cpu")  # exact fp32 on both sides: checks the file, not a provider's kernels
     with torch.no_grad():
         expected = model(images).numpy()
     got = session.run([OUTPUT], {INPUT: images.numpy()})[0]
