@@ -134,3 +134,13 @@ def test_dir_at_fpir_hand_worked():
     assert strict.dir == pytest.approx(1 / 4) and strict.achieved_fpir == 0  # only 0.9 passes (> 0.7)
     assert quarter.dir == pytest.approx(2 / 4) and quarter.achieved_fpir == 0.25  # 0.7 accepted, 0.5 rejected
     assert half.dir == pytest.approx(3 / 4) and half.achieved_fpir == 0.5  # threshold just above 0.2 lets 0.3 in
+
+
+def test_weighted_roc_matches_sklearn_sample_weights():
+    from sklearn.metrics import roc_auc_score
+
+    scores, same = scores_and_labels(seed=5)
+    weights = np.random.default_rng(1).integers(0, 4, len(scores))
+    assert M.roc_auc(scores, same, weights) == pytest.approx(roc_auc_score(same, scores, sample_weight=weights))
+    repeated = np.repeat(np.arange(len(scores)), weights)  # a weight is a repeat count
+    assert M.equal_error_rate(scores, same, weights)[0] == pytest.approx(M.equal_error_rate(scores[repeated], same[repeated])[0])

@@ -72,6 +72,21 @@ def test_verification_per_category_uses_pairs_within_the_category(tmp_path):
         assert entry["pairs"] == 66 and entry["positive_pairs"] == 3 * 6
 
 
+def test_verification_intervals_resample_identities():
+    from petkit.evaluation.evaluators import _pair_intervals
+
+    data = make_set(ids=30, per=4, spread=0.9, seed=2)
+    i, j, _ = M.pair_indices(len(data), 10**6)
+    codes = np.unique(data.identities, return_inverse=True)[1]
+    scores, same = np.einsum("ij,ij->i", data.vectors[i], data.vectors[j]), codes[i] == codes[j]
+    by_identity = _pair_intervals(scores, same, (codes[i], codes[j]), 300, 0)
+    by_pair = _pair_intervals(scores, same, None, 300, 0)
+    eer = M.equal_error_rate(scores, same)[0]
+    for interval in (by_identity["eer"], by_pair["eer"]):
+        assert interval[0] <= eer <= interval[1]
+    assert by_identity["eer"][1] - by_identity["eer"][0] > by_pair["eer"][1] - by_pair["eer"][0]
+
+
 def test_unlabelled_and_fake_images_are_never_scored(tmp_path):
     data = make_set(ids=6, per=4)
     extra = make_set(ids=2, per=3, seed=5, prefix="x")

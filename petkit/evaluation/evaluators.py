@@ -108,15 +108,22 @@ def verification(max_pairs: int = 4_000_000, seed: int = 0, pairs: str | None = 
             protocol = f"verification/pairs-csv ({Path(pairs).name})"
         else:
             data = labelled_real(probe if gallery is None else concat_sets(probe, gallery))
-            scores, same, sampled = M.verification_pairs(data.vectors, data.identities, max_pairs, seed)
+            i, j, sampled = M.pair_indices(len(data), max_pairs, seed)
+            scores, owners = np.einsum("ij,ij->i", data.vectors[i], data.vectors[j]), identity_codes(data)
             protocol = "verification/" + ("sampled-pairs" if sampled else "all-pairs")
-            return verification_metrics(scores, same, protocol, fars, threshold, bootstrap, seed) + _verification_by_category(data, max_pairs, seed)
+            return (verification_metrics(scores, owners[i] == owners[j], protocol, fars, threshold, bootstrap, seed, (owners[i], owners[j]))
+                    + _verification_by_category(data, max_pairs, seed))
         return verification_metrics(scores, same, protocol, fars, threshold, bootstrap, seed)
 
     return evaluate
 
 
-def verification_metrics(scores, same, protocol, fars, threshold, bootstrap, seed, prefix: str = "") -> list[dict]:
+def identity_codes(data: EmbeddingSet) -> np.ndarray:
+    return np.unique(data.identities, return_inverse=True)[1]
+
+
+def verification_metrics(scores, same, protocol, fars, threshold, bootstrap, seed, owners=None) -> list[dict]:
+    """``owners``: (identity code of each pair's first image, of its second): intervals then resample identities."""
     positives, negatives = int(same.sum()), int((~same).sum())
     if positives == 0 or negatives == 0:
         raise PetkitError(
@@ -126,10 +133,10 @@ def verification_metrics(scores, same, protocol, fars, threshold, bootstrap, see
     sizes = {"pairs": len(scores), "positive_pairs": positives, "negative_pairs": negatives}
     eer, eer_threshold = M.equal_error_rate(scores, same)
     best, best_threshold = M.best_accuracy(scores, same)
-    intervals = _pair_intervals(scores, same, bootstrap, seed) if bootstrap else {}
+    intervals = _pair_intervals(scores, same, owners, bootstrap, seed) if bootstrap else {}
 
     def metric(name, value, **extra):
-        entry = {"name": prefix + name, "value": value, "protocol": protocol, **extra, **sizes}
+        entry = {"name": name, "value": value, "protocol": protocol, **extra, **sizes}
         if name in intervals:
             entry["ci95"] = intervals[name]
         return entry
@@ -167,21 +174,37 @@ def _verification_by_category(data: EmbeddingSet, max_pairs: int, seed: int) -> 
     return out
 
 
-def _pair_intervals(scores, same, resamples: int, seed: int, cap: int = 50_000) -> dict[str, list[float]]:
-    """Pair-bootstrap intervals of AUC and EER, on at most ``cap`` pairs (a uniform subsample)."""
+def _pair_intervals(scores, same, owners, resamples: int, seed: int, cap: int = 200_000) -> dict[str, list[float]]:
+    """Bootstrap intervals of AUC and EER on at most ``cap`` pairs (a uniform subsample).
+
+    With ``owners`` whole identities are resampled: an identity drawn k times counts its own
+    pairs k times and its pairs with an identity drawn m times k * m times (pairs between two
+    copies of one identity are left out); without them, pairs are resampled one by one.
+    """
     rng = np.random.default_rng(seed)
     if len(scores) > cap:
         keep = rng.choice(len(scores), cap, replace=False)
         scores, same = scores[keep], same[keep]
-
-    def both(indices):
-        s, y = scores[indices], same[indices]
-        if y.all() or not y.any():
-            return np.nan, np.nan
-        return M.roc_auc(s, y), M.equal_error_rate(s, y)[0]
-
-    values = np.array([both(rng.integers(0, len(scores), len(scores))) for _ in range(resamples)])
-    low, high = np.nanpercentile(values, [2.5, 97.5], axis=0)
+        owners = (owners[0][keep], owners[1][keep]) if owners is not None else None
+    order = np.argsort(-scores, kind="stable")  # sorted once: each resample only reweights
+    scores, same = scores[order], same[order]
+    if owners is not None:
+        a, b = owners[0][order], owners[1][order]
+        n_identities = int(max(a.max(), b.max())) + 1
+    values = []
+    for _ in range(resamples):
+        if owners is None:
+            weights = np.bincount(rng.integers(0, len(scores), len(scores)), minlength=len(scores))
+        else:
+            drawn = np.bincount(rng.integers(0, n_identities, n_identities), minlength=n_identities)
+            weights = np.where(a == b, drawn[a], drawn[a] * drawn[b])
+        counted = weights > 0
+        if not (same & counted).any() or not (~same & counted).any():
+            continue
+        values.append((M.roc_auc(scores, same, weights), M.equal_error_rate(scores, same, weights)[0]))
+    if not values:
+        return {}
+    low, high = np.percentile(np.array(values), [2.5, 97.5], axis=0)
     return {"roc_auc": [float(low[0]), float(high[0])], "eer": [float(low[1]), float(high[1])]}
 
 
@@ -219,7 +242,7 @@ def real_fake(max_pairs: int = 4_000_000, seed: int = 0, bootstrap: int = 200):
             raise PetkitError("the embeddings have no fake images (is_fake = 1)",
                               "put forgeries in <identity>/fake/ and re-run prepare and embed, or add an is_fake column")
         i, j, _ = M.pair_indices(len(data), max_pairs, seed)
-        ids = data.identities
+        ids, codes = data.identities, identity_codes(data)
         same_id = ids[i] == ids[j]
         both_real = ~fake[i] & ~fake[j]
         one_fake = fake[i] ^ fake[j]
@@ -228,7 +251,8 @@ def real_fake(max_pairs: int = 4_000_000, seed: int = 0, bootstrap: int = 200):
         out = []
         for name, negatives in (("real", ~same_id & both_real), ("fake", same_id & one_fake)):
             keep = genuine | negatives
-            for metric in verification_metrics(scores[keep], genuine[keep], f"real_fake/{name}-negatives", (), None, bootstrap, seed):
+            owners = (codes[i][keep], codes[j][keep])
+            for metric in verification_metrics(scores[keep], genuine[keep], f"real_fake/{name}-negatives", (), None, bootstrap, seed, owners):
                 if metric["name"] in ("eer", "roc_auc", "eer_threshold"):
                     metric["name"] = f"{metric['name']}_{name}"
                     out.append(metric)

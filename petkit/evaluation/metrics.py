@@ -131,32 +131,36 @@ def _identity_topk(order: np.ndarray, relevant: np.ndarray, g_labels: np.ndarray
 # verification: same / different pairs
 
 
-def roc_curve(scores: np.ndarray, same: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """False- and true-positive rates at every distinct threshold (accept when score >= t)."""
+def roc_curve(scores: np.ndarray, same: np.ndarray, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """False- and true-positive rates at every distinct threshold (accept when score >= t).
+
+    ``weights``: how many times each pair counts (a bootstrap resample), 1 when None.
+    """
     scores = np.asarray(scores, dtype=np.float64)
     same = np.asarray(same, dtype=bool)
+    weights = np.ones(len(scores)) if weights is None else np.asarray(weights, dtype=np.float64)
     order = np.argsort(-scores, kind="stable")
-    scores, same = scores[order], same[order]
+    scores, same, weights = scores[order], same[order], weights[order]
     last_of_tie = np.r_[np.nonzero(np.diff(scores))[0], len(scores) - 1]
-    tp = np.cumsum(same)[last_of_tie]
-    fp = np.cumsum(~same)[last_of_tie]
-    tpr = np.r_[0.0, tp / max(same.sum(), 1)]
-    fpr = np.r_[0.0, fp / max((~same).sum(), 1)]
+    tp = np.cumsum(weights * same)[last_of_tie]
+    fp = np.cumsum(weights * ~same)[last_of_tie]
+    tpr = np.r_[0.0, tp / max(tp[-1], 1e-12)]
+    fpr = np.r_[0.0, fp / max(fp[-1], 1e-12)]
     thresholds = np.r_[np.inf, scores[last_of_tie]]
     return fpr, tpr, thresholds
 
 
-def roc_auc(scores: np.ndarray, same: np.ndarray) -> float:
-    fpr, tpr, _ = roc_curve(scores, same)
+def roc_auc(scores: np.ndarray, same: np.ndarray, weights: np.ndarray | None = None) -> float:
+    fpr, tpr, _ = roc_curve(scores, same, weights)
     return float(np.trapezoid(tpr, fpr))
 
 
-def equal_error_rate(scores: np.ndarray, same: np.ndarray) -> tuple[float, float]:
+def equal_error_rate(scores: np.ndarray, same: np.ndarray, weights: np.ndarray | None = None) -> tuple[float, float]:
     """(EER, threshold): where the false-accept and false-reject rates meet on the ROC.
 
     Linear interpolation between the two ROC points that straddle FAR = FRR.
     """
-    fpr, tpr, thresholds = roc_curve(scores, same)
+    fpr, tpr, thresholds = roc_curve(scores, same, weights)
     fnr = 1.0 - tpr
     diff = fpr - fnr  # rises from -1 to +1 along the curve
     i = int(np.nonzero(diff >= 0)[0][0])
