@@ -53,6 +53,10 @@ class EmbeddingSet:
         return EmbeddingSet(self.vectors[mask], {k: v[mask] for k, v in self.columns.items()},
                             self.fingerprint, self.model, self.root)
 
+    def labelled_real(self) -> EmbeddingSet:
+        """Without unlabelled images (a challenge's test set) and fakes: what may be scored or enrolled."""
+        return self.subset((self.identities != "") & (self.columns["is_fake"] != "1"))
+
     def where(self, name: str, value: str | None) -> EmbeddingSet:
         return self if value is None else self.subset(self.columns[name] == value)
 

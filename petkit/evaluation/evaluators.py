@@ -26,7 +26,7 @@ HEADLINE = ("recall@1", "mAP@R")  # broken down per category
 def labelled_real(data: EmbeddingSet | None) -> EmbeddingSet | None:
     if data is None:
         return None
-    return data.subset((data.identities != "") & (data.columns["is_fake"] != "1"))
+    return data.labelled_real()
 
 
 @EVALUATORS.register("retrieval")

@@ -18,8 +18,7 @@ RECALL_SAMPLE = 1000  # gallery vectors used as queries to compare an approximat
 def build_index(embeddings_path: str | Path, split: str | None = None, kind: str = "flat", params: dict | None = None,
                 calibration: str | Path | None = None) -> tuple[GalleryIndex, float]:
     """(index, its recall@10 against exact search) from the labelled real images of an embeddings file."""
-    data = emb.load(embeddings_path).where("splits", split)
-    data = data.subset((data.identities != "") & (data.columns["is_fake"] != "1"))
+    data = emb.load(embeddings_path).where("splits", split).labelled_real()
     if not len(data):
         raise PetkitError(f"no labelled images{f' with split {split!r}' if split else ''} in {embeddings_path}", "check --split")
     threshold, source = None, ""
@@ -31,8 +30,7 @@ def build_index(embeddings_path: str | Path, split: str | None = None, kind: str
 
 
 def add_to_index(index: GalleryIndex, embeddings_path: str | Path, split: str | None = None) -> int:
-    data = emb.load(embeddings_path).where("splits", split)
-    data = data.subset((data.identities != "") & (data.columns["is_fake"] != "1"))
+    data = emb.load(embeddings_path).where("splits", split).labelled_real()
     if not len(data):
         raise PetkitError(f"no labelled images to add in {embeddings_path}", "embed labelled <identity>/<image> folders")
     index.add(data.vectors, data.identities, _absolute_paths(data), data.fingerprint)

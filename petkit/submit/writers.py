@@ -184,7 +184,7 @@ def _query_request(queries_path, gallery_path, query_split, gallery_split, id_fr
     emb.require_same_model(("queries", queries), ("gallery", targets))
     if not len(queries):
         raise PetkitError("no query images selected", "check --query-split or the role column")
-    targets = targets.subset((targets.identities != "") & (targets.columns["is_fake"] != "1"))
+    targets = targets.labelled_real()
     index = GalleryIndex(targets.vectors, targets.identities, fingerprint=targets.fingerprint, model=targets.model)
     return Request(query_ids(queries.paths, id_from), queries.vectors, index)
 
