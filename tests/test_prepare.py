@@ -22,9 +22,9 @@ def _image(path, seed, size=(20, 24), fmt=None):
 def messy(tmp_path):
     """Identity folders with every kind of problem prepare must report."""
     src = tmp_path / "src"
-    for identity in ("cat_a", "cat_b", "cat_c", "cat_d"):
-        for k in range(3):
-            _image(src / identity / f"{k}.jpg", hash((identity, k)) % 10_000, fmt="JPEG")
+    for n, identity in enumerate(("cat_a", "cat_b", "cat_c", "cat_d")):
+        for k in range(3):  # distinct fixed seeds: str hashes vary per process and could collide
+            _image(src / identity / f"{k}.jpg", 1000 + 10 * n + k, fmt="JPEG")
     (src / "cat_a" / "empty.jpg").write_bytes(b"")
     good = (src / "cat_b" / "0.jpg").read_bytes()
     (src / "cat_b" / "truncated.jpg").write_bytes(good[: len(good) // 2])
