@@ -53,6 +53,11 @@ class EmbeddingSet:
         return EmbeddingSet(self.vectors[mask], {k: v[mask] for k, v in self.columns.items()},
                             self.fingerprint, self.model, self.root)
 
+    def absolute_paths(self) -> list[str]:
+        """Each image's resolved path (``paths`` are relative to ``root`` unless absolute)."""
+        root = Path(self.root)
+        return [str((root / p).resolve()) for p in self.paths]  # an absolute p replaces root
+
     def labelled_real(self) -> EmbeddingSet:
         """Without unlabelled images (a challenge's test set) and fakes: what may be scored or enrolled."""
         return self.subset((self.identities != "") & (self.columns["is_fake"] != "1"))

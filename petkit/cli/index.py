@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from pathlib import Path
 from typing import Optional
 
@@ -112,8 +114,11 @@ def search_command(
         matches, threshold, source = search(index, images, model, top_k, threshold, calibration, device, tracker, tracker.set_total)
     _print_matches(matches, threshold, source, unknown_label)
     if out:
-        rows = ["image,rank,identity,score,accepted"] + [f"{m.image},{m.rank},{m.identity},{m.score:.6f},{int(m.accepted)}" for m in matches]
-        write_text(out, "\n".join(rows) + "\n")
+        buffer = io.StringIO()  # the csv module quotes paths that hold commas
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["image", "rank", "identity", "score", "accepted"])
+        writer.writerows([m.image, m.rank, m.identity, f"{m.score:.6f}", int(m.accepted)] for m in matches)
+        write_text(out, buffer.getvalue())
         written(("matches", out))
 
 

@@ -221,8 +221,7 @@ def _pairs_csv_scores(data: EmbeddingSet, pairs_path: str) -> tuple[np.ndarray, 
 
 def pair_vectors(data: EmbeddingSet, pairs) -> tuple[np.ndarray, np.ndarray]:
     """The embeddings of each pair's two images, looked up by resolved path."""
-    root = Path(data.root)
-    position = {str((root / p).resolve()) if not Path(p).is_absolute() else str(Path(p).resolve()): i for i, p in enumerate(data.paths)}
+    position = {path: i for i, path in enumerate(data.absolute_paths())}
     missing = [p for p in pairs.a + pairs.b if p not in position]
     if missing:
         raise PetkitError(f"{len(set(missing))} image(s) of the pairs file are not in the embeddings, e.g. {missing[0]}",

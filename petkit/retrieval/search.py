@@ -24,7 +24,7 @@ def build_index(embeddings_path: str | Path, split: str | None = None, kind: str
     threshold, source = None, ""
     if calibration is not None:
         threshold, source = resolve_threshold(None, calibration, data.fingerprint, data.model)
-    index = GalleryIndex(data.vectors, data.identities, kind, _absolute_paths(data), data.fingerprint, data.model, params,
+    index = GalleryIndex(data.vectors, data.identities, kind, np.array(data.absolute_paths()), data.fingerprint, data.model, params,
                          {"threshold": threshold, "source": source} if threshold is not None else None)
     return index, index.recall_against_exact(_sample(index.vectors), 10)
 
@@ -33,12 +33,8 @@ def add_to_index(index: GalleryIndex, embeddings_path: str | Path, split: str | 
     data = emb.load(embeddings_path).where("splits", split).labelled_real()
     if not len(data):
         raise PetkitError(f"no labelled images to add in {embeddings_path}", "embed labelled <identity>/<image> folders")
-    index.add(data.vectors, data.identities, _absolute_paths(data), data.fingerprint)
+    index.add(data.vectors, data.identities, np.array(data.absolute_paths()), data.fingerprint)
     return len(data)
-
-
-def _absolute_paths(data: emb.EmbeddingSet) -> np.ndarray:
-    return np.array([str(Path(data.root) / p) if data.root and not Path(p).is_absolute() else p for p in data.paths])
 
 
 def _sample(vectors: np.ndarray) -> np.ndarray:
