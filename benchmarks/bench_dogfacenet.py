@@ -29,11 +29,11 @@ import torch
 import torchvision.transforms as T
 from torch.utils.data import DataLoader, Dataset
 
-from petkit import embeddings as emb
 from petkit.config import resolve
 from petkit.data import manifest as mf
 from petkit.data.images import open_rgb
 from petkit.data.prepare import PrepareOptions, prepare
+from petkit.engine.embedder import embed
 from petkit.engine.trainer import train
 from petkit.evaluation.metrics import retrieval_metrics
 from petkit.models.model import build_model
@@ -130,7 +130,7 @@ def main() -> None:
     trained = [row for row in result.history if row["epoch"] > 0]
     petkit_train_ips = sum(r["images_per_s"] * r["seconds"] for r in trained) / sum(r["seconds"] for r in trained)
     started = time.perf_counter()
-    petkit_set = emb.embed(result.last_checkpoint, prepared.manifest_path, workers=args.workers)
+    petkit_set = embed(result.last_checkpoint, prepared.manifest_path, workers=args.workers)
     petkit_embed_ips = len(petkit_set) / (time.perf_counter() - started)
     petkit_scores = score(petkit_set.vectors[is_test], petkit_set.identities[is_test])
 

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from petkit import embeddings as emb
 from petkit.config import resolve
 from petkit.data import manifest as mf
 from petkit.data.prepare import PrepareOptions, prepare
+from petkit.engine.embedder import embed
 from petkit.engine.trainer import train
 from petkit.evaluation.metrics import retrieval_metrics
 
@@ -44,7 +44,7 @@ RECIPES: dict[str, list[str]] = {
 
 
 def score(path: Path, manifest_path: Path, is_test: np.ndarray) -> tuple[float, float]:
-    vectors = emb.embed(path, manifest_path)
+    vectors = embed(path, manifest_path)
     ids = vectors.identities[is_test]
     result = retrieval_metrics(vectors.vectors[is_test], ids, vectors.vectors[is_test], ids, ks=(1,), leave_one_out=True)
     return result.metrics["recall@1"], result.metrics["mAP@R"]

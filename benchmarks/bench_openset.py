@@ -28,9 +28,10 @@ import numpy as np
 from petkit import embeddings as emb
 from petkit.config import resolve
 from petkit.data.prepare import PrepareOptions, prepare
+from petkit.engine.embedder import embed
 from petkit.engine.trainer import train
 from petkit.evaluation import metrics as M
-from petkit.retrieval.rerank import rerank
+from petkit.evaluation.rerank import rerank
 
 DATASET = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "dogfacenet-dev"
 TARGETS = (0.001, 0.01, 0.05)
@@ -103,7 +104,7 @@ def main() -> None:
             config = resolve(None, [f"data.manifest={prepared.manifest_path}", f"output_dir={workdir / 'runs'}", "name=openset",
                                     f"train.epochs={args.epochs}", *args.overrides])
             checkpoint = train(config).best_checkpoint
-        data = emb.embed(checkpoint, prepared.manifest_path, workers=4)
+        data = embed(checkpoint, prepared.manifest_path, workers=4)
         emb.save(args.embeddings or workdir / "all.npz", data)
     unseen = data.subset(np.isin(data.columns["splits"], ["val", "test"]))
     print(f"unseen dogs: {len(set(unseen.identities.tolist()))} ({len(unseen)} images); model {data.fingerprint}; {args.rounds} partitions")

@@ -76,6 +76,7 @@ class TrainConfig:
     early_stopping_patience: int | None = 5  # epochs without improvement; null disables
     accumulate_steps: int = 1  # optimiser step every N batches (mining still sees one batch at a time)
     ema_decay: float | None = None  # e.g. 0.999: validate and save an exponential moving average of the weights
+    loggers: list[str] = field(default_factory=list)  # live loggers beside history.csv: tensorboard
     seed: int = 0
 
 
@@ -142,8 +143,16 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         options = typing.get_args(tp)
         if value is None and type(None) in options:
             return None
-        inner = [t for t in options if t is not type(None)]
-        return _convert(inner[0], value, where)
+        errors = []
+        for member in (t for t in options if t is not type(None)):  # every member, in the order declared
+            try:
+                return _convert(member, value, where)
+            except PetkitError as error:
+                errors.append(error)
+        if len(errors) == 1:
+            raise errors[0]
+        names = " or ".join(getattr(t, "__name__", str(t)) for t in options)
+        raise PetkitError(f"config key '{where}' must be {names}, got {type(value).__name__} {value!r}")
     if origin is Literal:
         allowed = typing.get_args(tp)
         if value not in allowed:
@@ -216,63 +225,151 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+class _OverrideLoader(yaml.SafeLoader):
+    """YAML for one override value, without timestamps: ``name=2024-01-01`` stays a string."""
+
+
+_OverrideLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _component_paths(cls: type = None, prefix: str = "") -> set[str]:
+    """Dotted paths of every Component field of the schema (loss, miner, model.backbone, ...)."""
+    cls = cls or Config
+    paths = set()
+    for f in dataclasses.fields(cls):
+        tp = typing.get_type_hints(cls)[f.name]
+        inner = [t for t in typing.get_args(tp) if t is not type(None)] or [tp]
+        if Component in inner:
+            paths.add(_join(prefix, f.name))
+        elif dataclasses.is_dataclass(inner[0]):
+            paths |= _component_paths(inner[0], _join(prefix, f.name))
+    return paths
+
+
+COMPONENT_PATHS = frozenset(_component_paths())
+
+
+def _field_type(parts: list[str]) -> Any:
+    """The declared type at a dotted path of the schema, or None inside a component's args or a mapping."""
+    cls: Any = Config
+    tp: Any = None
+    for part in parts:
+        if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)) or cls is Component:
+            return None
+        hints = typing.get_type_hints(cls)
+        if part not in hints:
+            return None
+        tp = hints[part]
+        inner = [t for t in typing.get_args(tp) if t is not type(None)] if typing.get_origin(tp) in (Union, types.UnionType) else [tp]
+        cls = inner[0] if len(inner) == 1 else None
+    return tp
+
+
+def _is_text(tp: Any) -> bool:
+    return tp is str or (typing.get_origin(tp) in (Union, types.UnionType) and set(typing.get_args(tp)) == {str, type(None)})
+
+
+def merge_component(current: Any, value: Any) -> Any:
+    """The one rule for changing a component (a flag, a dotted ``*.name=``, a YAML file alike).
+
+    A different name: the new component with only the args given for it (the old ones go).
+    The same name, or no name: the current component with the given args added to its own.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = {"name": value}
+    if not isinstance(value, dict):
+        return value  # not a component: validation names the key
+    renamed = "name" in value and (not isinstance(current, dict) or value["name"] != current.get("name"))
+    if renamed or not isinstance(current, dict):
+        return {**value, "args": dict(value.get("args") or {})}
+    args = dict(current.get("args") or {})
+    if isinstance(value.get("args"), dict):
+        args.update(value["args"])
+    elif "args" in value:
+        args = value["args"]  # not a mapping: validation names the key
+    return {**current, **{k: v for k, v in value.items() if k != "args"}, "args": args}
+
+
+def set_key(data: dict[str, Any], key: str, value: Any, where: str | None = None) -> None:
+    """Set a dotted ``key`` to a typed ``value`` in config data, with the component rule."""
+    where = where or key
+    parts = key.strip().split(".")
+    if not key.strip() or any(not p for p in parts):
+        raise PetkitError(f"override '{where}': '{key}' is not a dotted config key", "for example: train.epochs=5")
+    node = data
+    for i, part in enumerate(parts):
+        path = ".".join(parts[: i + 1])
+        rest = parts[i + 1:]
+        if path in COMPONENT_PATHS and (not rest or rest == ["name"]):
+            node[part] = merge_component(node.get(part), value if not rest else {"name": value})
+            return
+        if not rest:
+            node[part] = value
+            return
+        child = node.get(part)
+        if path in COMPONENT_PATHS and isinstance(child, str):
+            child = node[part] = {"name": child}  # shorthand `miner: batch_hard`
+        if child is None:
+            if path in COMPONENT_PATHS:
+                raise PetkitError(f"override '{where}': '{path}' is not set", f"name it first, e.g. {path}.name=...")
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise PetkitError(f"override '{where}': '{part}' is a value, not a section")
+        node = child
+
+
 def apply_override(data: dict[str, Any], assignment: str) -> None:
-    """Apply ``a.b.c=value`` in place; the value is parsed as YAML (``5``, ``true``, ``[1, 2]``)."""
+    """Apply ``a.b.c=value`` in place: the value is YAML (``5``, ``true``, ``[1, 2]``), except where the
+    schema declares text (``name=2024-01-01``, a path with ``#``), which is taken as written."""
     key, sep, raw = assignment.partition("=")
     if not sep or not key.strip():
         raise PetkitError(
             f"override '{assignment}' is not of the form key=value", "for example: train.epochs=5"
         )
-    try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError as exc:
-        raise PetkitError(f"override '{assignment}': the value is not valid YAML") from exc
-    node = data
-    parts = key.strip().split(".")
-    for part in parts[:-1]:
-        child = node.get(part)
-        if isinstance(child, str) and part in _COMPONENT_KEYS:
-            child = {"name": child}
-        if child is None:
-            child = {}
-        if not isinstance(child, dict):
-            raise PetkitError(f"override '{assignment}': '{part}' is a value, not a section")
-        node[part] = child
-        node = child
-    node[parts[-1]] = value
+    tp = _field_type(key.strip().split("."))
+    if _is_text(tp) and raw.strip() not in ("null", "~", ""):
+        value: Any = raw
+    else:
+        try:
+            value = yaml.load(raw, Loader=_OverrideLoader)  # noqa: S506 - a SafeLoader subclass
+        except yaml.YAMLError as exc:
+            raise PetkitError(f"override '{assignment}': the value is not valid YAML") from exc
+    set_key(data, key, value, where=assignment)
 
 
 def resolve(
     config_path: str | Path | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     base: dict[str, Any] | None = None,
+    flags: dict[str, Any] | None = None,
 ) -> Config:
-    """Defaults <- YAML file <- dotted overrides, validated into a :class:`Config`."""
+    """Defaults <- ``base`` <- YAML file <- ``flags`` (dotted key -> typed value) <- dotted overrides."""
     data = to_dict(Config())
     if base:
         _deep_update(data, base)
     if config_path is not None:
         _deep_update(data, load_yaml(config_path))
+    for key, value in (flags or {}).items():
+        if value is not None:
+            set_key(data, key, value)
     for assignment in overrides:
         apply_override(data, assignment)
     return from_dict(data)
 
 
-# components whose args belong to the chosen name: replacing the name drops the old args
-_COMPONENT_KEYS = {"loss", "miner", "backbone", "head", "sampler", "augment", "optimizer", "schedule"}
-
-
-def _deep_update(target: dict[str, Any], update: dict[str, Any]) -> None:
+def _deep_update(target: dict[str, Any], update: dict[str, Any], prefix: str = "") -> None:
     for key, value in update.items():
+        path = _join(prefix, key)
         current = target.get(key)
-        if key in _COMPONENT_KEYS and isinstance(value, str):
-            value = {"name": value}
-        if key in _COMPONENT_KEYS and isinstance(value, dict) and isinstance(current, dict):
-            if value.get("name", current.get("name")) != current.get("name"):
-                target[key] = value  # a different component: its own args only
-                continue
-        if isinstance(value, dict) and isinstance(current, dict):
-            _deep_update(current, value)
+        if path in COMPONENT_PATHS:
+            target[key] = merge_component(current, value)
+        elif isinstance(value, dict) and isinstance(current, dict):
+            _deep_update(current, value, path)
         else:
             target[key] = value
 

@@ -11,7 +11,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
@@ -21,9 +21,10 @@ from petkit.data.batches import ImageStore
 from petkit.data.manifest import read_manifest
 from petkit.data.prepare import PrepareOptions, prepare
 from petkit.data.synthetic import generate
+from petkit.engine.callbacks import Callback
+from petkit.engine.embedder import TorchEmbedder, embed, embed_store
 from petkit.engine.engine import Engine
-from petkit.engine.inference import embed_store
-from petkit.engine.trainer import TrainReporter, train
+from petkit.engine.trainer import train
 from petkit.errors import PetkitError
 from petkit.evaluation.evaluate import evaluate, metric_value
 from petkit.export.onnx import export_onnx
@@ -65,7 +66,7 @@ def run_demo(
     images_per_identity: int = 8,
     overrides: list[str] | None = None,
     overwrite: bool = False,
-    reporter: TrainReporter | None = None,
+    callbacks: Sequence[Callback] = (),
     say: Callable[[str], None] = print,
 ) -> DemoResult:
     started = time.perf_counter()
@@ -78,12 +79,12 @@ def run_demo(
     prepared = prepare(photos, data, PrepareOptions(ratios=(0.6, 0.15, 0.25), gallery_per_identity=1))
     config = resolve(None, [f"data.manifest={prepared.manifest_path}", f"output_dir={workdir / 'runs'}", *DEMO_SETTINGS, *(overrides or [])])
     say("3/6 train")
-    result = train(config, reporter=reporter)
+    result = train(config, callbacks=callbacks)
     say("4/6 embed the test split: untrained and trained model")
     untrained = workdir / "test_untrained.npz"
     emb.save(untrained, _embed_untrained(config, prepared.manifest_path))
     trained = workdir / "test.npz"
-    emb.save(trained, emb.embed(result.best_checkpoint, prepared.manifest_path, split="test"))
+    embed(result.best_checkpoint, prepared.manifest_path, split="test", out=trained)
     say("5/6 evaluate + submit")
     before_doc = evaluate(untrained)
     after_doc = evaluate(trained)
@@ -109,8 +110,8 @@ def run_demo(
 def _embed_untrained(config, manifest_path: Path) -> emb.EmbeddingSet:
     """The same architecture with the run's seed but no training: the 'before' baseline."""
     torch.manual_seed(config.train.seed)
-    model, pre = build_model(config.model, config.data.image_size)
-    engine = Engine.create(config.train.device, config.train.precision, config.train.channels_last)
+    model = build_model(config.model, config.data.image_size)
+    embedder = TorchEmbedder(model, Engine.create(config.train.device, config.train.precision))
     test = read_manifest(manifest_path).select("test")
-    vectors = embed_store(model, ImageStore(test, pre.image_size), engine)
-    return emb.from_manifest(vectors, test, "untrained", "untrained")
+    vectors = embed_store(embedder, ImageStore(test, embedder.image_size))
+    return emb.from_manifest(vectors, test, embedder.fingerprint, "untrained")

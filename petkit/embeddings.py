@@ -1,4 +1,7 @@
-"""embeddings.npz: vectors plus everything needed to score them, and ``embed()`` that writes it.
+"""embeddings.npz: vectors plus everything needed to score them, and the set operations on them.
+
+``petkit.engine.embedder.embed`` writes the file; this module reads it, and owns the one rule
+that picks queries and gallery from it (:func:`select`), used by evaluate, calibrate and submit.
 
 Arrays (all of length N unless noted): ``vectors`` float32 [N, D] L2-normalised; ``paths``,
 ``identities``, ``splits``, ``roles``, ``sequences``, ``is_fake``, ``categories`` (strings,
@@ -8,10 +11,8 @@ empty where the manifest has no value); scalars ``format``, ``version``, ``finge
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -88,21 +89,55 @@ def load(path: str | Path) -> EmbeddingSet:
     return EmbeddingSet(vectors, columns, str(arrays["fingerprint"]), str(arrays["model"]), str(arrays["root"]))
 
 
-def query_gallery(data: EmbeddingSet, query_split: str | None, gallery_split: str | None) -> tuple[EmbeddingSet, EmbeddingSet | None]:
+def query_gallery(data: EmbeddingSet, query_split: str | None, gallery_split: str | None,
+                  roles: bool = True) -> tuple[EmbeddingSet, EmbeddingSet | None]:
     """Queries and gallery taken from one embeddings file; a None gallery means leave-one-out.
 
     Different splits (closed-set, e.g. test queries against the train gallery): each side drops
     the images whose role belongs to the other side. The same split: the role column decides;
-    without roles every image is scored against all the others (leave-one-out).
+    without roles every image is scored against all the others (leave-one-out). ``roles=False``
+    ignores the role column (calibration: every image of a split may play the unknown probe).
     """
     queries, gallery = data.where("splits", query_split), data.where("splits", gallery_split)
     if query_split != gallery_split:
+        if not roles:
+            return queries, gallery
         return queries.subset(queries.columns["roles"] != "gallery"), gallery.subset(gallery.columns["roles"] != "query")
-    if queries.has("roles"):
+    if roles and queries.has("roles"):
         by_role = queries.where("roles", "query"), queries.where("roles", "gallery")
         if len(by_role[0]) and len(by_role[1]):
             return by_role
     return queries, None
+
+
+def select(path: str | Path, split: str | None = None, gallery_path: str | Path | None = None, gallery_split: str | None = None,
+           roles: bool = True) -> tuple[EmbeddingSet, EmbeddingSet | None]:
+    """(probes, gallery or None for leave-one-out): the one rule evaluate, calibrate and submit share.
+
+    With ``gallery_path`` the gallery is that file's ``gallery_split`` (both from one model);
+    otherwise both come from ``path`` by :func:`query_gallery`, the gallery split defaulting to ``split``.
+    """
+    data = load(path)
+    if gallery_path is not None:
+        probes, gallery = data.where("splits", split), load(gallery_path).where("splits", gallery_split)
+        require_same_model(("probe", probes), ("gallery", gallery))
+        return probes, gallery
+    return query_gallery(data, split, split if gallery_split is None else gallery_split, roles)
+
+
+def concat_sets(a: EmbeddingSet, b: EmbeddingSet) -> EmbeddingSet:
+    columns = {k: np.concatenate([a.columns[k], b.columns[k]]) for k in a.columns}
+    return EmbeddingSet(np.concatenate([a.vectors, b.vectors]), columns, a.fingerprint, a.model, a.root)
+
+
+def pair_vectors(data: EmbeddingSet, pairs) -> tuple[np.ndarray, np.ndarray]:
+    """The embeddings of each pair's two images (a petkit.data.pairs.Pairs), looked up by resolved path."""
+    position = {path: i for i, path in enumerate(data.absolute_paths())}
+    missing = [p for p in pairs.a + pairs.b if p not in position]
+    if missing:
+        raise PetkitError(f"{len(set(missing))} image(s) of the pairs file are not in the embeddings, e.g. {missing[0]}",
+                          "embed the pairs file itself: petkit embed MODEL pairs.csv -o pairs.npz")
+    return data.vectors[[position[p] for p in pairs.a]], data.vectors[[position[p] for p in pairs.b]]
 
 
 def require_same_model(*sets: tuple[str, EmbeddingSet]) -> None:
@@ -113,51 +148,3 @@ def require_same_model(*sets: tuple[str, EmbeddingSet]) -> None:
             f"embeddings come from different models ({detail}); their vectors are not comparable",
             "embed the query and gallery images with the same checkpoint or model.onnx",
         )
-
-
-def default_workers() -> int:
-    """Decoding workers when the caller does not say: every core, up to 8."""
-    return max(1, min(8, os.cpu_count() or 1))
-
-
-def embed(
-    model_path: str | Path,
-    source: str | Path,
-    split: str | None = None,
-    batch_size: int = 64,
-    flip_tta: bool = False,
-    device: str = "auto",
-    precision: str = "auto",
-    workers: int | None = None,
-    progress: Callable[[int], None] | None = None,
-    on_total: Callable[[int], None] | None = None,
-    fmt: str | None = None,
-) -> EmbeddingSet:
-    """Embed every image of a dataset source (see petkit.data.sources; ``fmt`` names one, else it is
-    detected) with a checkpoint or model.onnx."""
-    from petkit.data.batches import ImageStore
-    from petkit.data.sources import open_source
-
-    workers = default_workers() if workers is None else workers
-    manifest = open_source(source, fmt).select(split)
-    if not len(manifest):
-        raise PetkitError(f"no images with split '{split}' in {source}", "check --split against the manifest's split column")
-    if on_total:
-        on_total(len(manifest))
-    if str(model_path).endswith(".onnx"):
-        from petkit.export.onnx import OnnxEmbedder
-
-        embedder = OnnxEmbedder(model_path, device=device)
-        store = ImageStore(manifest, embedder.image_size, cache=False, num_workers=workers)
-        vectors = embedder.embed_store(store, batch_size, flip_tta, progress)
-        return from_manifest(vectors, manifest, embedder.fingerprint, str(model_path))
-
-    from petkit.engine.engine import Engine
-    from petkit.engine.inference import embed_store
-    from petkit.models.checkpoint import load_checkpoint
-
-    loaded = load_checkpoint(model_path)
-    engine = Engine.create(device, precision, loaded.config.train.channels_last)
-    store = ImageStore(manifest, loaded.preprocessing.image_size, cache=False, num_workers=workers)
-    vectors = embed_store(loaded.model, store, engine, batch_size, flip_tta, progress)
-    return from_manifest(vectors, manifest, loaded.fingerprint, str(model_path))

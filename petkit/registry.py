@@ -5,7 +5,10 @@ components live in ``builtin_modules`` that the registry imports on first use, s
 never depends on which petkit module happened to be imported first. Third-party packages
 declare entry points in the group ``petkit.<kind>``; each entry point names either a
 module (imported for its ``@REGISTRY.register`` side effects) or a callable (registered
-under the entry point's name). A plugin that fails to load becomes a warning naming it.
+under the entry point's name). A plugin that fails to load becomes a warning naming it, and
+so does one that reuses a name already taken (the warning names both packages; the first keeps
+the name). What a factory returns is checked against the registry's interface
+(petkit.interfaces), so a plugin that returns the wrong thing fails with one line.
 """
 
 from __future__ import annotations
@@ -85,12 +88,17 @@ class Registry:
         self._loading_source = dist
         try:
             loaded = ep.load()
-            if callable(loaded) and ":" in ep.value and ep.name not in self._entries:
+            if callable(loaded) and ":" in ep.value:
+                if ep.name in self._entries:
+                    taken = self._entries[ep.name]
+                    if taken.obj is loaded:  # the same distribution seen twice (editable installs list it twice)
+                        return
+                    raise PetkitError(f"the name is taken by {taken.source}")
                 self.add(ep.name, loaded, source=dist)
         except Exception as exc:  # a broken plugin must never take the CLI down
             warnings.warn(
                 f"petkit plugin '{ep.name}' from '{dist}' (group {self.group}) failed to load "
-                f"and is skipped: {type(exc).__name__}: {exc}",
+                f"and is skipped: {exc if isinstance(exc, PetkitError) else f'{type(exc).__name__}: {exc}'}",
                 PluginWarning,
                 stacklevel=2,
             )
@@ -148,7 +156,18 @@ class Registry:
             ) from exc
         except ValueError:  # no signature to check (a builtin): let the call speak
             pass
-        return factory(**kwargs)
+        return self.check(factory(**kwargs), name)
+
+    def check(self, obj: Any, name: str) -> Any:
+        """``obj`` if it meets this registry's interface, else one clear error naming the component."""
+        from petkit.interfaces import INTERFACES
+
+        interface = INTERFACES.get(self.kind)
+        if interface is None:
+            return obj
+        source = self._entries[name].source if name in self._entries else "?"
+        where = f"{self.noun} '{name}'" + (f" (from {source})" if source != "petkit" else "")
+        return interface.check(obj, where)
 
 
 def _accepted(factory: Callable, context: dict[str, Any]) -> dict[str, Any]:
@@ -169,7 +188,7 @@ SAMPLERS = Registry("samplers", ("petkit.data.samplers",))
 AUGMENTATIONS = Registry("augmentations", ("petkit.data.augment",))
 OPTIMIZERS = Registry("optimizers", ("petkit.engine.optim",))
 SCHEDULES = Registry("schedules", ("petkit.engine.schedule",))
-DATASETS = Registry("datasets", ("petkit.data.sources",))
+DATASETS = Registry("datasets", ("petkit.data.sources", "petkit.data.course"))
 EVALUATORS = Registry("evaluators", ("petkit.evaluation.evaluators", "petkit.evaluation.identification"))
 SUBMISSIONS = Registry("submissions", ("petkit.submit.writers",))
 

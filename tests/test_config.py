@@ -39,7 +39,7 @@ def test_changing_a_component_name_drops_the_old_args(tmp_path):
         ("train.precision=fp8", "allowed values: auto, fp32, fp16, bf16"),
         ("data.mean=0.5", "'data.mean' must be a list"),
         ("optim.group_lr=3", "'optim.group_lr' must be a mapping"),
-        ("loss={args: {}}", "'loss' is incomplete"),
+        ("miner={args: {margin: 0.3}}", "'miner' is incomplete"),
         ("epochs5", "not of the form key=value"),
     ],
 )
@@ -72,11 +72,10 @@ def test_component_shorthand_and_nested_override_on_shorthand():
 
 
 def test_component_flags_pick_components_with_their_default_args():
-    from petkit.cli.train import _component_overrides
-
-    flags = _component_overrides(loss="contrastive", miner="none", sampler="siamese_pairs", augment="pet_faces", optimizer="sgd", schedule="plateau")
-    config = resolve(None, flags)
+    flags = {"loss": "contrastive", "miner": None, "data.sampler": "siamese_pairs", "data.augment": "pet_faces",
+             "optim.optimizer": "sgd", "optim.schedule": "plateau"}
+    config = resolve(None, flags=flags)
     assert config.loss == Component("contrastive") and config.miner is None
     assert config.data.sampler == Component("siamese_pairs") and config.data.augment == Component("pet_faces")
     assert config.optim.optimizer == Component("sgd") and config.optim.schedule == Component("plateau")
-    assert resolve(None, _component_overrides(miner="batch_hard")).miner == Component("batch_hard")
+    assert resolve(None, flags={"miner": "batch_hard"}).miner == Component("batch_hard")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from petkit.models.backbones import Backbone
+from petkit.interfaces import Backbone
 from petkit.registry import Registry
 
 PLUGIN = Path(__file__).resolve().parents[1] / "plugins" / "petkit-example-plugin"
@@ -36,7 +36,7 @@ def test_example_plugin_components_are_discovered_and_work(monkeypatch):
     loss_fn = losses.build({"name": "example_normsoftmax"}, num_classes=2, embedding_dim=backbone.num_features)
     loss = loss_fn(features, torch.tensor([0, 0, 1, 1]))
     loss.backward()
-    assert torch.isfinite(loss) and loss_fn.weight.grad is not None
+    assert torch.isfinite(loss) and loss_fn.classifier.weight.grad is not None
 
 
 def test_installed_plugin_shows_its_package_name():

@@ -33,13 +33,10 @@ def calibrate_command(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output file (default: calibration.json beside the model)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
 ) -> None:
-    from petkit.io import refuse_overwrite, write_json
-    from petkit.retrieval.calibration import calibrate, default_path
+    from petkit.retrieval.calibration import calibrate
 
-    document = calibrate(embeddings, far, split, gallery, gallery_split, mode)
-    out = out or default_path(document["model"])
-    refuse_overwrite([out], overwrite)
-    write_json(out, document)
+    document = calibrate(embeddings, far, split, gallery, gallery_split, mode, out=out or "auto", overwrite=overwrite)
+    out = document["written_to"]
     console.print(f"threshold {document['threshold']:.4f} (cosine) for FAR {far:g} ({mode}); on the calibration set FAR "
                   f"{document['achieved_far']:.4f} over {document['impostor_scores']} impostor scores, gallery of "
                   f"{document.get('gallery_identities', 'n/a')} identities")

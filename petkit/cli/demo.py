@@ -34,7 +34,7 @@ def demo_command(
 
     reporter = RichReporter()
     with reporter:
-        result = run_demo(workdir, identities, images, overrides or [], overwrite, reporter, say=console.print)
+        result = run_demo(workdir, identities, images, overrides or [], overwrite, [reporter], say=console.print)
     table = Table(title="unseen test pets: before vs after training")
     for column in ("metric", "untrained", "trained"):
         table.add_column(column, justify="right")

@@ -29,18 +29,15 @@ def embed_command(
     batch_size: int = typer.Option(64, "--batch-size", help="Images per forward pass."),
     flip_tta: bool = typer.Option(False, "--flip-tta", help="Average each embedding with that of the mirrored image."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    precision: str = typer.Option("auto", "--precision", help="auto, fp32, fp16 (CUDA) or bf16 (checkpoints only)."),
+    precision: str = typer.Option("auto", "--precision", help="auto, fp32, fp16 (CUDA) or bf16 (checkpoints; an ONNX model runs in fp32)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Decoding workers: threads up to 2, processes beyond (default: CPU cores, at most 8)."),
     fmt: Optional[str] = typer.Option(None, "--format", help="Dataset source: manifest, folder, course_verification, pairs or images (default: detected)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
 ) -> None:
-    from petkit import embeddings
-    from petkit.io import refuse_overwrite
+    from petkit.engine.embedder import embed
 
-    refuse_overwrite([out], overwrite)
     with progress_bar("embedding") as tracker:
-        result = embeddings.embed(model, source, split, batch_size, flip_tta, device, precision, workers,
-                                  progress=tracker, on_total=tracker.set_total, fmt=fmt)
-    embeddings.save(out, result)
+        result = embed(model, source, split, batch_size, flip_tta, device, precision, workers,
+                       progress=tracker, on_total=tracker.set_total, fmt=fmt, out=out, overwrite=overwrite)
     console.print(f"{len(result)} images, {result.vectors.shape[1]}-d, {len(set(result.identities.tolist()))} identities; model {result.fingerprint}")
     written(("embeddings", out))

@@ -37,16 +37,13 @@ def evaluate_command(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
 ) -> None:
     from petkit.evaluation.evaluate import evaluate
-    from petkit.io import refuse_overwrite, write_json
 
-    refuse_overwrite([out], overwrite)
     options = parse_options(option)
     if pairs:
         options.setdefault("verification", {})["pairs"] = str(pairs)
     if rerank:
         options.setdefault("retrieval", {})["rerank"] = rerank
-    document = evaluate(embeddings, parse_list(protocol), split, gallery, gallery_split, options)
-    write_json(out, document)
+    document = evaluate(embeddings, parse_list(protocol), split, gallery, gallery_split, options, out=out, overwrite=overwrite)
     _print_tables(document)
     written(("metrics", out))
 

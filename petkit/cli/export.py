@@ -31,11 +31,9 @@ def export_command(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
 ) -> None:
     from petkit.export.onnx import export_onnx
-    from petkit.io import refuse_overwrite
 
-    refuse_overwrite([out], overwrite)
     with console.status("exporting and checking parity"):
-        report = export_onnx(checkpoint, out, images, samples, atol, opset)
+        report = export_onnx(checkpoint, out, images, samples, atol, opset, overwrite=overwrite)
     console.print(
         f"parity on {report.inputs} ({report.provider}): max |diff| {report.max_abs_diff:.2e} "
         f"(tolerance {report.atol:g}), min cosine {report.min_cosine:.6f}"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 from typing import Optional
 
@@ -11,6 +9,7 @@ import typer
 from rich.table import Table
 
 from petkit.cli.common import console, parse_options, written
+from petkit.data.manifest import UNKNOWN_IDENTITY
 
 app = typer.Typer(help="Build and maintain a saved gallery index (faiss) of enrolled individuals.", no_args_is_help=True)
 
@@ -28,13 +27,10 @@ def build_command(
     calibration: Optional[Path] = typer.Option(None, "--calibration", help="Store this calibrated threshold with the index."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
 ) -> None:
-    from petkit.io import refuse_overwrite
     from petkit.retrieval.search import build_index
 
-    refuse_overwrite([out], overwrite)
     params = parse_options([f"index.{p}" for p in param]).get("index", {})
-    index, recall = build_index(embeddings, split, kind, params, calibration)
-    index.save(out)
+    index, recall = build_index(embeddings, split, kind, params, calibration, out=out, overwrite=overwrite)
     console.print(f"{len(index)} images of {index.n_identities} identities, {kind} {index.params or ''}; "
                   f"recall@10 against exact search {recall:.4f}")
     written(("index", out))
@@ -97,28 +93,21 @@ def search_command(
     top_k: int = typer.Option(5, "--top-k", help="Identities per image."),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Accept a match at this cosine similarity or above."),
     calibration: Optional[Path] = typer.Option(None, "--calibration", help="calibration.json (default: the index's, else the one beside the model)."),
-    unknown_label: str = typer.Option("n000000", "--unknown-label", help="Shown when the best match is below the threshold."),
+    unknown_label: str = typer.Option(UNKNOWN_IDENTITY, "--unknown-label", help="Shown when the best match is below the threshold."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the matches as CSV (image,rank,identity,score,accepted)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
 ) -> None:
     from petkit.cli.common import progress_bar
-    from petkit.io import refuse_overwrite, write_text
     from petkit.retrieval.index import GalleryIndex
     from petkit.retrieval.search import search
 
-    if out:
-        refuse_overwrite([out], overwrite)
     index = GalleryIndex.load(index_path)
     with progress_bar("embedding") as tracker:
-        matches, threshold, source = search(index, images, model, top_k, threshold, calibration, device, tracker, tracker.set_total)
+        matches, threshold, source = search(index, images, model, top_k, threshold, calibration, device, tracker, tracker.set_total,
+                                            out=out, overwrite=overwrite)
     _print_matches(matches, threshold, source, unknown_label)
     if out:
-        buffer = io.StringIO()  # the csv module quotes paths that hold commas
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["image", "rank", "identity", "score", "accepted"])
-        writer.writerows([m.image, m.rank, m.identity, f"{m.score:.6f}", int(m.accepted)] for m in matches)
-        write_text(out, buffer.getvalue())
         written(("matches", out))
 
 

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from petkit.cli.common import console, parse_list, written
+from petkit.data.manifest import UNKNOWN_IDENTITY
 
 
 def register(app: typer.Typer) -> None:
@@ -35,15 +36,13 @@ def submit_command(
     delimiter: str = typer.Option(",", "--delimiter", help="CSV field separator: ',', ';' or 'tab'."),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="open_set: accept the best identity at this cosine similarity or above."),
     calibration: Optional[Path] = typer.Option(None, "--calibration", help="open_set: calibration.json (default: the one beside the model)."),
-    unknown_label: str = typer.Option("n000000", "--unknown-label", help="open_set: the answer for 'matches nobody enrolled'."),
+    unknown_label: str = typer.Option(UNKNOWN_IDENTITY, "--unknown-label", help="open_set: the answer for 'matches nobody enrolled'."),
     pairs: Optional[Path] = typer.Option(None, "--pairs", help="pair_scores: the pairs CSV (pair_id,path_a,path_b)."),
     id_from: str = typer.Option("name", "--id-from", help="Query id from the image's name, stem or path."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
 ) -> None:
-    from petkit.io import refuse_overwrite
-    from petkit.submit.writers import submit, write_submission
+    from petkit.submit.writers import submit
 
-    refuse_overwrite([out], overwrite)
     args: dict = {"delimiter": "\t" if delimiter == "tab" else delimiter}
     if columns:
         args["columns"] = parse_list(columns)
@@ -52,7 +51,6 @@ def submit_command(
     if fmt == "open_set":
         args["unknown_label"] = unknown_label
     submission = submit(str(queries), str(gallery) if gallery else None, query_split, gallery_split, fmt, args, id_from,
-                        threshold, str(calibration) if calibration else None, str(pairs) if pairs else None)
-    write_submission(str(out), submission)
+                        threshold, str(calibration) if calibration else None, str(pairs) if pairs else None, out=out, overwrite=overwrite)
     console.print(f"{len(submission.rows)} rows ({fmt}): {submission.summary}")
     written(("submission", out))

@@ -9,7 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from petkit.cli.common import console, err_console, written
-from petkit.engine.trainer import TrainReporter
+from petkit.engine.callbacks import Callback
 
 
 def register(app: typer.Typer) -> None:
@@ -44,69 +44,26 @@ def train_command(
     precision: Optional[str] = typer.Option(None, "--precision", help="auto, fp32, fp16 (CUDA) or bf16."),
     resume: bool = typer.Option(False, "--resume", help="Continue runs/<name>/ from last.pt (uses the run's config.yaml)."),
 ) -> None:
-    from petkit.config import resolve
-    from petkit.engine.trainer import check_components, train
+    from petkit.engine.trainer import train, train_config
 
-    flags = _flag_overrides(manifest, name, output_dir, epochs, image_size, lr, device, precision)
-    flags += _component_overrides(loss=loss, miner=miner, sampler=sampler, augment=augment, optimizer=optimizer, schedule=schedule)
-    base_path = config
-    if resume:
-        base_path = _resume_config(config, name, output_dir)
-    settings = resolve(base_path, [*flags, *(overrides or [])])
-    if backbone:
-        settings.model.backbone = _backbone_spec(backbone, settings.model.backbone)
-    check_components(settings)
+    given = {
+        "data.manifest": manifest, "name": name, "output_dir": output_dir, "train.epochs": epochs, "data.image_size": image_size,
+        "optim.lr": lr, "train.device": device, "train.precision": precision, "loss": loss, "data.sampler": sampler,
+        "data.augment": augment, "optim.optimizer": optimizer, "optim.schedule": schedule, "miner": miner,
+    }
+    flags = {key: value for key, value in given.items() if value is not None}
+    if miner == "none":
+        flags["miner"] = None
+    settings = train_config(config, overrides or [], flags, backbone, resume)
     reporter = RichReporter()
     with reporter:
-        result = train(settings, resume=resume, reporter=reporter)
-    _summary(result, settings.train.val_metric)
+        result = train(settings, resume=resume, callbacks=[reporter])
+    _summary(result)
 
 
-def _flag_overrides(manifest, name, output_dir, epochs, image_size, lr, device, precision) -> list[str]:
-    pairs = [
-        ("data.manifest", manifest), ("name", name), ("output_dir", output_dir), ("train.epochs", epochs),
-        ("data.image_size", image_size), ("optim.lr", lr), ("train.device", device), ("train.precision", precision),
-    ]
-    return [f"{key}={value}" for key, value in pairs if value is not None]
+class RichReporter(Callback):
+    """The progress display: setup lines, a bar per epoch (loss, lr, images/s), one line per epoch."""
 
-
-_COMPONENT_PATHS = {"loss": "loss", "miner": "miner", "sampler": "data.sampler", "augment": "data.augment",
-                    "optimizer": "optim.optimizer", "schedule": "optim.schedule"}
-
-
-def _component_overrides(**names: Optional[str]) -> list[str]:
-    """--loss X style flags: a new component by name, with that component's default args."""
-    out = []
-    for flag, value in names.items():
-        if not value:
-            continue
-        path = _COMPONENT_PATHS[flag]
-        out.append(f"{path}=null" if flag == "miner" and value == "none" else f"{path}={{name: {value}}}")
-    return out
-
-
-def _resume_config(config: Optional[Path], name: Optional[str], output_dir: Optional[str]) -> Path:
-    from petkit.errors import PetkitError
-
-    if config is not None:
-        return config
-    if not name:
-        raise PetkitError("--resume needs --name (the run to continue)", "for example: petkit train --resume --name my-run")
-    return Path(output_dir or "runs") / name / "config.yaml"
-
-
-def _backbone_spec(name: str, current):
-    from petkit.config import Component
-    from petkit.registry import BACKBONES
-
-    if name in BACKBONES:
-        return Component(name)
-    args = dict(current.args) if current.name == "timm" else {}
-    args["model"] = name
-    return Component("timm", args)
-
-
-class RichReporter(TrainReporter):
     def __init__(self):
         self.progress = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
@@ -121,27 +78,29 @@ class RichReporter(TrainReporter):
     def __exit__(self, *exc):
         return self.progress.__exit__(*exc)
 
-    def setup(self, message: str) -> None:
-        console.print(message)
+    def on_message(self, trainer, text: str) -> None:
+        console.print(text)
 
-    def loading(self, what: str, total: int) -> None:
+    def on_loading(self, trainer, what: str, total: int) -> None:
         self._new_task(f"loading {what}", total or None)
 
-    def loaded(self, count: int) -> None:
+    def on_loaded(self, trainer, count: int) -> None:
         self.progress.advance(self.task, count)
 
-    def epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
-        self._new_task(f"epoch {epoch}/{epochs}", steps)
+    def on_epoch_start(self, trainer, epoch: int, steps: int) -> None:
+        self._new_task(f"epoch {epoch}/{trainer.config.train.epochs}", steps)
 
-    def step(self, loss: float, lr: float, images_per_s: float) -> None:
+    def on_step_end(self, trainer, loss: float, lr: float, images_per_s: float) -> None:
         self.progress.update(self.task, advance=1, info=f"loss {loss:.4f} lr {lr:.2e} {images_per_s:.0f} img/s")
 
-    def epoch_end(self, row: dict) -> None:
+    def on_epoch_end(self, trainer, row: dict) -> None:
+        metric = trainer.config.train.val_metric
         parts = [f"epoch {row['epoch']:>3}"]
         if "train_loss" in row:
             parts.append(f"loss {row['train_loss']:.4f}  {row['images_per_s']:.0f} img/s")
-        if "val_recall@1" in row:
-            parts.append(f"val Recall@1 {row['val_recall@1']:.3f}  mAP@R {row['val_mAP@R']:.3f}")
+        value = row.get(f"val_{metric}")
+        if value is not None and value == value:
+            parts.append(f"val {metric} {value:.3f}" + ("  *best" if row["epoch"] > 0 and trainer.state.improved else ""))
         if row["epoch"] == 0:
             parts.append("(untrained)")
         console.print("  ".join(parts))
@@ -152,9 +111,9 @@ class RichReporter(TrainReporter):
         self.task = self.progress.add_task(description, total=total, info="")
 
 
-def _summary(result, metric: str) -> None:
-    best = f"best val {metric} {result.best_metric:.4f}" if result.best_metric is not None else "no val split: best = last"
-    stop = " (early stop)" if result.stopped_early else ""
+def _summary(result) -> None:
+    best = f"best val {result.val_metric} {result.best_metric:.4f}" if result.best_metric is not None else "no val split: best = last"
+    stop = f" ({result.stop_reason})" if result.stop_reason else ""
     console.print(f"trained {len(result.history) - (1 if result.history and result.history[0]['epoch'] == 0 else 0)} epochs{stop}; {best}")
     written(("best checkpoint", result.best_checkpoint), ("last checkpoint", result.last_checkpoint),
             ("history", result.run_dir / "history.csv"), ("config", result.run_dir / "config.yaml"),

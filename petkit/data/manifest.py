@@ -31,6 +31,8 @@ SHA1 = "sha1"  # of the file bytes
 WIDTH = "width"
 HEIGHT = "height"
 
+UNKNOWN_IDENTITY = "n000000"  # "nobody enrolled": the answer for a probe that matches no known individual
+
 REQUIRED = (PATH, IDENTITY)
 OPTIONAL = (SPLIT, ROLE, IS_FAKE, CATEGORY, SEQUENCE, SOURCE, SHA1, WIDTH, HEIGHT)
 COLUMNS = REQUIRED + OPTIONAL

@@ -7,14 +7,13 @@ manifest; nothing is moved, renamed or deleted (``--flatten-distortion`` folds t
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import os
 import random
 import statistics
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal
 
@@ -23,27 +22,13 @@ from PIL import Image
 from petkit import __version__
 from petkit.data import manifest as mf
 from petkit.data.images import SUFFIX_FORMATS, is_image_name
+from petkit.data.sources import build_source, detect_format
 from petkit.errors import PetkitError
+from petkit.interfaces import Candidate
 from petkit.io import refuse_overwrite, write_json
 
 SplitBy = Literal["identity", "image", "none"]
-DISTORTION_DIR = "distortion"
-FAKE_DIR = "fake"  # <identity>/fake/: forged images of that identity (is_fake = 1)
 REPORT_NAME = "prepare_report.json"
-# the course challenge's verification layout (docs/tasks/face-course.md)
-KNOWN_DIR, DEV_DIR, TEST_DIR, DEV_TRUTH = "known", "unknown_dev", "unknown_test", "verification_dev.csv"
-UNKNOWN_LABEL = "n000000"  # "no correspondence": the probe shows nobody in known/
-_IGNORED_NAMES = {"Thumbs.db", "desktop.ini"}
-
-
-@dataclass
-class Candidate:
-    """One file that might become a manifest row."""
-
-    path: Path
-    identity: str
-    source: str  # path relative to the source root, as the user knows it
-    extra: dict[str, str] = field(default_factory=dict)  # columns from a CSV listing
 
 
 @dataclass
@@ -67,6 +52,7 @@ class PrepareOptions:
     gallery_per_identity: int = 0  # >0: role column for val/test (else leave-one-out)
     workers: int = 4
     overwrite: bool = False
+    fmt: str | None = None  # a registered labelled dataset source; None: detected
 
 
 @dataclass
@@ -77,127 +63,21 @@ class PrepareResult:
 
 
 # ---------------------------------------------------------------------------------------
-# discovery
+# discovery: a labelled dataset source lists the files (petkit.data.sources, petkit.data.course)
 
 
-def discover(src: Path, flatten_distortion: bool) -> tuple[list[Candidate], list[dict]]:
-    """Candidates from identity folders or a CSV listing, plus files skipped on sight."""
+def discover(src: Path, flatten_distortion: bool, fmt: str | None = None) -> tuple[list[Candidate], list[dict]]:
+    """Candidates from a labelled dataset source (identity folders, a CSV listing, a challenge layout), plus files skipped on sight."""
     if not src.exists():
         raise PetkitError(f"source not found: {src}", "pass a folder of <identity>/<image> folders or a CSV listing")
-    if is_course_layout(src):
-        return _discover_course(src)
-    if src.is_file():
-        if src.suffix.lower() != ".csv":
-            raise PetkitError(f"source {src} is a file but not a .csv listing", "pass a folder or a CSV with path,identity columns")
-        return _discover_csv(src), []
-    return _discover_folders(src, flatten_distortion)
-
-
-def _discover_folders(root: Path, flatten: bool) -> tuple[list[Candidate], list[dict]]:
-    candidates: list[Candidate] = []
-    skipped: list[dict] = []
-    for entry in sorted(root.iterdir()):
-        if _hidden(entry):
-            continue
-        if entry.is_file():
-            reason = "not inside an identity folder (label unknown)" if is_image_name(entry) else "not an image"
-            skipped.append({"path": entry.name, "reason": reason})
-            continue
-        for path in sorted(entry.rglob("*")):
-            if path.is_dir() or _hidden(path):
-                continue
-            rel = path.relative_to(root).as_posix()
-            depth = len(path.relative_to(entry).parts)
-            if depth == 2 and path.parent.name == FAKE_DIR:
-                candidates.append(Candidate(path, entry.name, rel, {mf.IS_FAKE: "1"}))
-            elif depth == 2 and path.parent.name == DISTORTION_DIR and flatten:
-                candidates.append(Candidate(path, entry.name, rel))
-            elif depth == 1:
-                candidates.append(Candidate(path, entry.name, rel))
-            elif path.parent.name == DISTORTION_DIR and depth == 2:
-                skipped.append({"path": rel, "reason": "in a distortion/ folder; pass --flatten-distortion to include it"})
-            else:
-                skipped.append({"path": rel, "reason": "nested folder; images must sit directly in <identity>/ (or its distortion/, fake/)"})
-    if any(c.extra.get(mf.IS_FAKE) == "1" for c in candidates):
-        for c in candidates:
-            c.extra.setdefault(mf.IS_FAKE, "0")
-    return candidates, skipped
-
-
-def is_course_layout(root: Path) -> bool:
-    return root.is_dir() and (root / KNOWN_DIR).is_dir() and ((root / DEV_DIR).is_dir() or (root / TEST_DIR).is_dir())
-
-
-def _discover_course(root: Path) -> tuple[list[Candidate], list[dict]]:
-    """known/<identity>/ -> train (the gallery); unknown_dev/ -> val queries labelled by
-    verification_dev.csv; unknown_test/ -> unlabelled test queries.
-
-    A dev image labelled n000000 gets the identity ``n000000/<file stem>``: an individual of its
-    own, absent from known/, so unknown people never count as matching each other.
-    """
-    candidates, skipped = _discover_folders(root / KNOWN_DIR, flatten=False)
-    for c in candidates:
-        c.source = f"{KNOWN_DIR}/{c.source}"
-        c.extra.update({mf.SPLIT: "train", mf.ROLE: "gallery"})
-    truth = _dev_truth(root / DEV_TRUTH) if (root / DEV_DIR).is_dir() else {}
-    for path in _flat_images(root / DEV_DIR, skipped):
-        label = truth.get(path.name, truth.get(path.stem))
-        if label is None:
-            skipped.append({"path": f"{DEV_DIR}/{path.name}", "reason": f"not listed in {DEV_TRUTH} (no ground truth)"})
-            continue
-        identity = f"{UNKNOWN_LABEL}/{path.stem}" if label == UNKNOWN_LABEL else label
-        candidates.append(Candidate(path, identity, f"{DEV_DIR}/{path.name}", {mf.SPLIT: "val", mf.ROLE: "query"}))
-    for path in _flat_images(root / TEST_DIR, skipped):
-        candidates.append(Candidate(path, "", f"{TEST_DIR}/{path.name}", {mf.SPLIT: "test", mf.ROLE: "query"}))
-    return candidates, skipped
-
-
-def _flat_images(folder: Path, skipped: list[dict]) -> list[Path]:
-    if not folder.is_dir():
-        return []
-    paths = []
-    for path in sorted(folder.iterdir()):
-        if _hidden(path):
-            continue
-        if path.is_file():
-            paths.append(path)
-        else:
-            skipped.append({"path": f"{folder.name}/{path.name}", "reason": "a folder inside a flat image folder"})
-    return paths
-
-
-def _dev_truth(path: Path) -> dict[str, str]:
-    """image name (or stem) -> label, from the first two columns of verification_dev.csv."""
-    if not path.is_file():
-        raise PetkitError(f"{path.parent.name}/ has {DEV_DIR}/ but no {DEV_TRUTH}",
-                          f"add {DEV_TRUTH} (image,label per line; label {UNKNOWN_LABEL} for no correspondence) or remove {DEV_DIR}/")
-    rows = list(csv.reader(path.read_text(encoding="utf-8-sig").splitlines()))
-    has_header = bool(rows and rows[0] and rows[0][0].strip().lower() in _HEADER_WORDS)
-    truth = {}
-    for line_no, row in enumerate(rows[1:] if has_header else rows, start=2 if has_header else 1):
-        if len(row) < 2 or not row[0].strip() or not row[1].strip():
-            raise PetkitError(f"{path}, line {line_no}: expected 'image,label'", f"label each dev image with its identity or {UNKNOWN_LABEL}")
-        truth[row[0].strip()] = row[1].strip()
-    return truth
-
-
-_HEADER_WORDS = {"id", "image", "img", "filename", "file", "name", "path"}
-
-
-def _discover_csv(listing: Path) -> list[Candidate]:
-    manifest = mf.read_manifest(listing)  # same schema and checks as a manifest
-    extra_columns = [c for c in manifest.columns if c not in (mf.PATH, mf.IDENTITY, mf.SHA1, mf.WIDTH, mf.HEIGHT)]
-    return [
-        Candidate(
-            manifest.abspath(row), row[mf.IDENTITY], row[mf.PATH],
-            {c: row.get(c, "") for c in extra_columns},
-        )
-        for row in manifest.rows
-    ]
-
-
-def _hidden(path: Path) -> bool:
-    return path.name.startswith(".") or path.name in _IGNORED_NAMES or path.name == "__MACOSX"
+    name = fmt or detect_format(src, labelled=True)
+    source = build_source(name, flatten_distortion=flatten_distortion)
+    if not source.labelled:
+        raise PetkitError(f"dataset source '{name}' has no identities to prepare", "prepare identity folders, a CSV listing or a labelled layout")
+    if src.is_file() and name == "manifest" and src.suffix.lower() != ".csv":
+        raise PetkitError(f"source {src} is a file but not a .csv listing", "pass a folder or a CSV with path,identity columns")
+    listing = source.scan(src)
+    return listing.candidates, listing.skipped
 
 
 # ---------------------------------------------------------------------------------------
@@ -367,7 +247,7 @@ def prepare(
             f"output folder {out_dir} is inside the source {src}",
             "write the manifest elsewhere so the source folder stays untouched",
         )
-    candidates, skipped = discover(src, options.flatten_distortion)
+    candidates, skipped = discover(src, options.flatten_distortion, options.fmt)
     if on_total:
         on_total(len(candidates))
     checked = check_all(candidates, options.workers, progress)

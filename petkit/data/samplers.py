@@ -25,10 +25,11 @@ from typing import Iterator, Sequence
 import torch.distributed as dist
 
 from petkit.errors import PetkitError
+from petkit.interfaces import BatchSampler
 from petkit.registry import SAMPLERS
 
 
-class ShardedBatchSampler:
+class ShardedBatchSampler(BatchSampler):
     """Common part: labels, epoch-seeded randomness and the DDP shard of the epoch's batches.
 
     Subclasses define ``epoch_batches(rng)`` (the whole epoch, identical on every rank) and
@@ -131,7 +132,7 @@ class ClassBalancedSampler(ShardedBatchSampler):
 
 
 class SiamesePairSampler(ShardedBatchSampler):
-    adjacent_pairs = True  # the trainer pairs it with the adjacent_pairs miner
+    adjacent_pairs = True  # the trainer mines its pairs with the adjacent_pairs miner
 
     def __init__(self, labels: Sequence[int], pairs_per_batch: int = 32, positive_fraction: float = 0.5, seed: int = 0,
                  rank: int | None = None, world_size: int | None = None):

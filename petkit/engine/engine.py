@@ -120,6 +120,17 @@ class Engine:
         self.scaler.update()
         optimizer.zero_grad(set_to_none=True)
 
+    def onnx_providers(self) -> list:
+        """onnxruntime execution providers for this device: CUDA on the engine's GPU index, else the CPU."""
+        import onnxruntime as ort
+
+        if self.device.type == "cuda":
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise PetkitError(f"device {self.device} asked for, but this onnxruntime has no CUDA provider",
+                                  "install onnxruntime-gpu, or use --device cpu")
+            return [("CUDAExecutionProvider", {"device_id": self.device.index or 0}), "CPUExecutionProvider"]
+        return ["CPUExecutionProvider"]
+
     def state_dict(self) -> dict:
         return {"scaler": self.scaler.state_dict()}
 

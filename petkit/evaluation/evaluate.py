@@ -8,6 +8,7 @@ from pathlib import Path
 from petkit import __version__
 from petkit import embeddings as emb
 from petkit.errors import PetkitError
+from petkit.io import refuse_overwrite, write_json
 from petkit.registry import EVALUATORS
 
 FORMAT = "petkit.metrics"
@@ -22,27 +23,26 @@ def evaluate(
     gallery_path: str | Path | None = None,
     gallery_split: str | None = None,
     options: dict[str, dict] | None = None,
+    out: str | Path | None = None,
+    overwrite: bool = False,
 ) -> dict:
-    """Run each protocol's evaluator and return the metrics.json document.
+    """Run each protocol's evaluator and return the metrics.json document (also written to ``out``).
 
     ``options``: per protocol, the evaluator's arguments, e.g. ``{"few_shot": {"n_way": 10}}``.
     """
+    if out is not None:
+        refuse_overwrite([Path(out)], overwrite)
     options = options or {}
     unused = sorted(set(options) - set(protocols))
     if unused:
         raise PetkitError(f"options given for protocol(s) not run: {', '.join(unused)}", f"add them to --protocol (now: {','.join(protocols)})")
-    data = emb.load(embeddings_path)
-    if gallery_path is not None:
-        probe, gallery = data.where("splits", split), emb.load(gallery_path).where("splits", gallery_split)
-        emb.require_same_model(("probe", probe), ("gallery", gallery))
-    else:
-        probe, gallery = emb.query_gallery(data, split, split if gallery_split is None else gallery_split)
+    probe, gallery = emb.select(embeddings_path, split, gallery_path, gallery_split)
     if not len(probe):
         raise PetkitError(f"no embeddings with split '{split}' in {embeddings_path}", "check --split")
     metrics: list[dict] = []
     for name in protocols:
-        metrics.extend(EVALUATORS.build({"name": name, "args": options.get(name, {})})(probe, gallery))
-    return {
+        metrics.extend(_checked(name, EVALUATORS.build({"name": name, "args": options.get(name, {})})(probe, gallery)))
+    document = {
         "format": FORMAT,
         "version": VERSION,
         "petkit_version": __version__,
@@ -54,6 +54,17 @@ def evaluate(
         "options": options,
         "metrics": [{**m, "value": _clean(m["value"]), **({"ci95": [_clean(v) for v in m["ci95"]]} if "ci95" in m else {})} for m in metrics],
     }
+    if out is not None:
+        write_json(out, document)
+    return document
+
+
+def _checked(name: str, metrics) -> list[dict]:
+    """An evaluator's answer must be a list of {name, value, protocol, ...}: one line when a plugin's is not."""
+    if not isinstance(metrics, list) or not all(isinstance(m, dict) and {"name", "value", "protocol"} <= set(m) for m in metrics):
+        raise PetkitError(f"evaluator '{name}' returned {type(metrics).__name__}, not a list of {{name, value, protocol, ...}} dicts",
+                          "an evaluator returns one dict per metric (docs/plugins.md)")
+    return metrics
 
 
 def _clean(value: float) -> float | None:

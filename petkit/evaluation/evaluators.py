@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from petkit.embeddings import EmbeddingSet
+from petkit.embeddings import EmbeddingSet, concat_sets, pair_vectors
 from petkit.errors import PetkitError
 from petkit.evaluation import metrics as M
+from petkit.evaluation.rerank import rerank as rerank_scores
 from petkit.registry import EVALUATORS
-from petkit.retrieval.rerank import rerank as rerank_scores
 
 HEADLINE = ("recall@1", "mAP@R")  # broken down per category
 
@@ -34,7 +34,7 @@ def retrieval(ks: tuple[int, ...] | list[int] = (1, 3, 5, 10), rerank: str = "no
               bootstrap: int = 1000, seed: int = 0):
     """Recall@K (CMC), Precision@K, top-K identity accuracy, mAP, mAP@R, R-precision, with 95 % intervals.
 
-    Intervals resample identities; ``rerank``: k_reciprocal or query_expansion (petkit.retrieval.rerank).
+    Intervals resample identities; ``rerank``: k_reciprocal or query_expansion (petkit.evaluation.rerank).
     """
     ks = tuple(int(k) for k in ks)
 
@@ -219,16 +219,6 @@ def _pairs_csv_scores(data: EmbeddingSet, pairs_path: str) -> tuple[np.ndarray, 
     return np.einsum("ij,ij->i", a, b), np.array(pairs.same)
 
 
-def pair_vectors(data: EmbeddingSet, pairs) -> tuple[np.ndarray, np.ndarray]:
-    """The embeddings of each pair's two images, looked up by resolved path."""
-    position = {path: i for i, path in enumerate(data.absolute_paths())}
-    missing = [p for p in pairs.a + pairs.b if p not in position]
-    if missing:
-        raise PetkitError(f"{len(set(missing))} image(s) of the pairs file are not in the embeddings, e.g. {missing[0]}",
-                          "embed the pairs file itself: petkit embed MODEL pairs.csv -o pairs.npz")
-    return data.vectors[[position[p] for p in pairs.a]], data.vectors[[position[p] for p in pairs.b]]
-
-
 @EVALUATORS.register("real_fake")
 def real_fake(max_pairs: int = 4_000_000, seed: int = 0, bootstrap: int = 200):
     """eer_real: genuine pairs vs real impostors; eer_fake: genuine pairs vs (real X, fake of X) pairs."""
@@ -258,8 +248,3 @@ def real_fake(max_pairs: int = 4_000_000, seed: int = 0, bootstrap: int = 200):
         return out
 
     return evaluate
-
-
-def concat_sets(a: EmbeddingSet, b: EmbeddingSet) -> EmbeddingSet:
-    columns = {k: np.concatenate([a.columns[k], b.columns[k]]) for k in a.columns}
-    return EmbeddingSet(np.concatenate([a.vectors, b.vectors]), columns, a.fingerprint, a.model, a.root)

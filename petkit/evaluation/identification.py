@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from petkit.embeddings import EmbeddingSet
+from petkit.embeddings import EmbeddingSet, concat_sets
 from petkit.errors import PetkitError
 from petkit.evaluation import metrics as M
-from petkit.evaluation.evaluators import concat_sets, labelled_real
+from petkit.evaluation.evaluators import labelled_real
 from petkit.registry import EVALUATORS
 
 

@@ -110,21 +110,24 @@ def _rank_block(scores, excluded, q_labels, g_labels, ks) -> tuple[np.ndarray, d
 
 
 def _identity_topk(order: np.ndarray, relevant: np.ndarray, g_labels: np.ndarray, k: int) -> np.ndarray:
-    """Is the true identity among the first k distinct identities of each ranking?"""
-    hits = np.zeros(len(order), dtype=bool)
-    for i in range(len(order)):
-        seen: set = set()
-        for j in range(order.shape[1]):
-            label = g_labels[order[i, j]]
-            if label in seen:
-                continue
-            if relevant[i, j]:
-                hits[i] = True
-                break
-            seen.add(label)
-            if len(seen) >= k:
-                break
-    return hits
+    """Is the true identity among the first k distinct identities of each ranking?
+
+    Vectorised: a ranked item opens a new identity when no earlier item of its row has that
+    label; the true identity is within the first k distinct ones when its first relevant item
+    is preceded by fewer than k other first occurrences.
+    """
+    if order.size == 0:
+        return np.zeros(len(order), dtype=bool)
+    _, codes = np.unique(g_labels, return_inverse=True)
+    ranked = codes[order]  # [Q, G] identity code at each rank
+    rows = np.arange(len(order))[:, None]
+    first_rank = np.full((len(order), codes.max() + 1), order.shape[1], dtype=np.int64)
+    np.minimum.at(first_rank, (np.broadcast_to(rows, ranked.shape), ranked), np.broadcast_to(np.arange(order.shape[1]), ranked.shape))
+    opens = first_rank[rows, ranked] == np.arange(order.shape[1])[None, :]  # this rank is its identity's first
+    has_hit = relevant.any(axis=1)
+    hit_rank = np.where(has_hit, relevant.argmax(axis=1), 0)
+    distinct_before = np.cumsum(opens, axis=1) - opens  # first occurrences strictly before each rank
+    return has_hit & (distinct_before[np.arange(len(order)), hit_rank] < k)
 
 
 # ---------------------------------------------------------------------------------------
@@ -252,15 +255,6 @@ def bootstrap_interval(values: np.ndarray, groups: np.ndarray | None = None, res
         means = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
     tail = (1.0 - confidence) / 2 * 100
     low, high = np.percentile(means, [tail, 100 - tail])
-    return float(low), float(high)
-
-
-def bootstrap_statistic(statistic, n: int, resamples: int = 200, confidence: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """Percentile interval of ``statistic(indices)`` over resampled index sets (e.g. EER over pairs)."""
-    rng = np.random.default_rng(seed)
-    values = [statistic(rng.integers(0, n, size=n)) for _ in range(resamples)]
-    tail = (1.0 - confidence) / 2 * 100
-    low, high = np.nanpercentile(values, [tail, 100 - tail])
     return float(low), float(high)
 
 

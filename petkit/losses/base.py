@@ -1,19 +1,15 @@
-"""What every loss shares: distances and the miner contract.
+"""What every loss shares: distances and reductions.
 
-A loss is an ``nn.Module`` called as ``loss(embeddings, labels)`` with L2-normalised float32
-embeddings. Optional class attributes tell the trainer what else it needs:
-
-- ``needs_fake = True``: also called with ``is_fake`` (bool per item) from the manifest;
-- ``classifier``: a module mapping embeddings to class logits (closed-set accuracy);
-- a ``miner`` constructor argument: the trainer builds the configured miner and passes it.
+A loss is a :class:`petkit.interfaces.Loss` called as ``loss(embeddings, labels)`` with
+L2-normalised float32 embeddings. It declares what else the trainer must give it:
+``needs_fake`` (also called with ``is_fake``), ``classifier`` (embeddings -> logits, for
+closed-set accuracy) and ``miner_kind`` (the trainer hands it the configured miner through
+``use_miner``; the loss keeps its own default otherwise).
 """
 
 from __future__ import annotations
 
 import torch
-
-from petkit.errors import PetkitError
-from petkit.registry import MINERS
 
 
 def pair_distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -35,16 +31,3 @@ def mean_nonzero(losses: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor
     """Mean over the non-zero terms (PML's AvgNonZero reducers); 0 with a gradient path if none."""
     nonzero = losses > 0
     return losses[nonzero].mean() if nonzero.any() else zero_loss(embeddings)
-
-
-def checked_miner(loss_name: str, miner, kind: str, default: str):
-    """The loss's miner: the configured one if it returns the right kind, else the default."""
-    if miner is None:
-        return MINERS.build({"name": default})
-    if getattr(miner, "kind", None) != kind:
-        names = [n for n in MINERS.names() if getattr(MINERS.build({"name": n}), "kind", None) == kind]
-        raise PetkitError(
-            f"loss '{loss_name}' needs a {kind} miner, got a {getattr(miner, 'kind', 'unknown')} miner ({type(miner).__name__})",
-            f"pass --miner with one of: {', '.join(names)}",
-        )
-    return miner

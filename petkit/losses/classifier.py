@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from petkit.errors import PetkitError
+from petkit.interfaces import Loss
 from petkit.registry import LOSSES
 
 
@@ -38,7 +39,7 @@ class CosineClassifier(nn.Module):
         return cosine
 
 
-class MarginSoftmaxLoss(nn.Module):
+class MarginSoftmaxLoss(Loss):
     """Cross-entropy over ``scale * cos`` logits; subclasses define ``target_logit(cosine)``."""
 
     def __init__(self, num_classes: int, embedding_dim: int, scale: float, sub_centers: int = 1):
@@ -88,7 +89,7 @@ class CosFaceLoss(MarginSoftmaxLoss):
         return cosine - self.margin
 
 
-class CrossEntropyLoss(nn.Module):
+class CrossEntropyLoss(Loss):
     """Softmax cross-entropy of a linear classifier on the embedding, with label smoothing."""
 
     def __init__(self, num_classes: int, embedding_dim: int, label_smoothing: float = 0.1):
@@ -102,7 +103,7 @@ class CrossEntropyLoss(nn.Module):
         return F.cross_entropy(self.classifier(embeddings.float()), labels, label_smoothing=self.label_smoothing)
 
 
-class CenterLoss(nn.Module):
+class CenterLoss(Loss):
     """Center loss (Wen et al., 2016): ``1/2 * mean ||x_i - c_{y_i}||^2`` with learnable class
     centres. It only pulls; add it to a classification loss with the ``sum`` loss."""
 

@@ -9,15 +9,16 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from torch import nn
 
 from petkit.errors import PetkitError
-from petkit.losses.base import checked_miner, mean_nonzero, pair_distance, zero_loss
+from petkit.interfaces import Loss
+from petkit.losses.base import mean_nonzero, pair_distance, zero_loss
+from petkit.miners.pairs import AllPairsMiner
 from petkit.miners.triplet import label_masks
 from petkit.registry import LOSSES
 
 
-class ContrastiveLoss(nn.Module):
+class ContrastiveLoss(Loss):
     """``y * d^2 + (1 - y) * max(0, m - d)^2`` over mined pairs (Hadsell et al., 2006).
 
     ``squared: false`` drops the squares (pytorch-metric-learning's ContrastiveLoss). With
@@ -26,7 +27,9 @@ class ContrastiveLoss(nn.Module):
     positives); ``mean`` averages the per-pair loss over all mined pairs.
     """
 
-    def __init__(self, margin: float, distance: str, squared: bool, reduction: str, miner=None):
+    miner_kind = "pair"
+
+    def __init__(self, margin: float, distance: str, squared: bool, reduction: str):
         super().__init__()
         if margin <= 0:
             raise PetkitError(f"contrastive margin must be > 0, got {margin}")
@@ -35,7 +38,7 @@ class ContrastiveLoss(nn.Module):
         if reduction not in ("nonzero", "mean"):
             raise PetkitError(f"contrastive reduction must be 'nonzero' or 'mean', got '{reduction}'")
         self.margin, self.distance, self.squared, self.reduction = margin, distance, squared, reduction
-        self.miner = checked_miner("contrastive", miner, "pair", "all_pairs")
+        self.miner = AllPairsMiner()
 
     def distances(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.distance == "cosine":
@@ -57,7 +60,7 @@ class ContrastiveLoss(nn.Module):
         return mean_nonzero(positive, embeddings) + mean_nonzero(negative, embeddings)
 
 
-class MultiSimilarityLoss(nn.Module):
+class MultiSimilarityLoss(Loss):
     """Multi-similarity loss (Wang et al., 2019) on cosine similarities S of all pairs:
 
     ``1/alpha * log(1 + sum_pos exp(-alpha (S - base))) + 1/beta * log(1 + sum_neg exp(beta (S - base)))``
@@ -95,7 +98,7 @@ def _log1p_sum_exp(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.logsumexp(with_one, dim=1)
 
 
-class SupConLoss(nn.Module):
+class SupConLoss(Loss):
     """Supervised contrastive loss (Khosla et al., 2020): per anchor, the mean over its positives
     of ``-log softmax`` of cosine similarity / temperature over all other items; averaged over
     anchors that have a positive."""
@@ -121,9 +124,9 @@ class SupConLoss(nn.Module):
 
 @LOSSES.register("contrastive")
 def contrastive(margin: float = 1.0, distance: Literal["euclidean", "cosine"] = "euclidean", squared: bool = True,
-                reduction: Literal["nonzero", "mean"] = "nonzero", miner=None) -> ContrastiveLoss:
+                reduction: Literal["nonzero", "mean"] = "nonzero") -> ContrastiveLoss:
     """Contrastive loss on positive/negative pairs (pair miner; default all_pairs)."""
-    return ContrastiveLoss(margin, distance, squared, reduction, miner)
+    return ContrastiveLoss(margin, distance, squared, reduction)
 
 
 @LOSSES.register("multi_similarity")

@@ -11,18 +11,22 @@ import torch
 from torch import nn
 
 from petkit.errors import PetkitError
-from petkit.losses.base import checked_miner, distance_matrix, mean_nonzero, pair_distance, zero_loss
+from petkit.interfaces import Loss, Miner
+from petkit.losses.base import distance_matrix, mean_nonzero, pair_distance, zero_loss
+from petkit.miners.triplet import BatchAllMiner
 from petkit.registry import LOSSES
 
 
-class TripletMarginLoss(nn.Module):
-    def __init__(self, margin: float = 0.2, miner=None, soft: bool = False, name: str = "triplet"):
+class TripletMarginLoss(Loss):
+    miner_kind = "triplet"
+
+    def __init__(self, margin: float = 0.2, soft: bool = False, name: str = "triplet"):
         super().__init__()
         if margin < 0:
             raise PetkitError(f"{name} margin must be >= 0, got {margin}")
         self.margin = margin
         self.soft = soft
-        self.miner = checked_miner(name, miner, "triplet", "batch_all")
+        self.miner = BatchAllMiner()
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         embeddings = embeddings.float()
@@ -39,7 +43,7 @@ class TripletMarginLoss(nn.Module):
         return mean_nonzero(torch.relu(gap + self.margin), embeddings)
 
 
-class QuadrupletLoss(nn.Module):
+class QuadrupletLoss(Loss):
     """``triplet(a, p, n) + lambda * triplet(a, p, fake)``.
 
     Anchors and positives are real images of one identity, ``n`` a real image of another and
@@ -48,14 +52,20 @@ class QuadrupletLoss(nn.Module):
     """
 
     needs_fake = True
+    miner_kind = "triplet"
 
-    def __init__(self, margin: float = 0.2, fake_margin: float | None = None, fake_weight: float = 1.0, miner=None):
+    def __init__(self, margin: float = 0.2, fake_margin: float | None = None, fake_weight: float = 1.0):
         super().__init__()
         if fake_weight < 0:
             raise PetkitError(f"quadruplet fake_weight (lambda) must be >= 0, got {fake_weight}")
-        self.real = TripletMarginLoss(margin, miner, name="quadruplet")
-        self.fake = TripletMarginLoss(margin if fake_margin is None else fake_margin, self.real.miner, name="quadruplet")
+        self.real = TripletMarginLoss(margin, name="quadruplet")
+        self.fake = TripletMarginLoss(margin if fake_margin is None else fake_margin, name="quadruplet")
         self.fake_weight = fake_weight
+        self.miner = self.real.miner
+
+    def use_miner(self, miner: Miner) -> None:
+        super().use_miner(miner)
+        self.real.miner = self.fake.miner = miner
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, is_fake: torch.Tensor) -> torch.Tensor:
         embeddings = embeddings.float()
@@ -77,12 +87,12 @@ class QuadrupletLoss(nn.Module):
 
 
 @LOSSES.register("triplet")
-def triplet(margin: float = 0.2, soft: bool = False, miner=None) -> TripletMarginLoss:
+def triplet(margin: float = 0.2, soft: bool = False) -> TripletMarginLoss:
     """Triplet margin loss on mined triplets (miner from the config; default batch_all)."""
-    return TripletMarginLoss(margin=margin, miner=miner, soft=soft)
+    return TripletMarginLoss(margin=margin, soft=soft)
 
 
 @LOSSES.register("quadruplet")
-def quadruplet(margin: float = 0.2, fake_weight: float = 1.0, fake_margin: float | None = None, miner=None) -> QuadrupletLoss:
+def quadruplet(margin: float = 0.2, fake_weight: float = 1.0, fake_margin: float | None = None) -> QuadrupletLoss:
     """triplet(a, p, n) + lambda * triplet(a, p, fake), fakes from the manifest's is_fake column."""
-    return QuadrupletLoss(margin, fake_margin, fake_weight, miner)
+    return QuadrupletLoss(margin, fake_margin, fake_weight)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from petkit.errors import PetkitError
+from petkit.interfaces import PairMiner
 from petkit.miners.triplet import label_masks
 from petkit.registry import MINERS
 
@@ -13,25 +14,23 @@ Pairs = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 @MINERS.register("all_pairs")
 def all_pairs() -> AllPairsMiner:
-    """Every positive and every negative pair in the batch."""
+    """Pair miner: every positive and every negative pair in the batch."""
     return AllPairsMiner()
 
 
 @MINERS.register("hard_pairs")
 def hard_pairs(pos_margin: float = 0.2, neg_margin: float = 0.8) -> HardPairsMiner:
-    """Positive pairs farther than pos_margin and negative pairs closer than neg_margin."""
+    """Pair miner: positive pairs farther than pos_margin and negative pairs closer than neg_margin."""
     return HardPairsMiner(pos_margin, neg_margin)
 
 
 @MINERS.register("adjacent_pairs")
 def adjacent_pairs() -> AdjacentPairsMiner:
-    """Siamese mode: batch items (0, 1), (2, 3), ... are the pairs (use with the siamese_pairs sampler)."""
+    """Pair miner, Siamese mode: batch items (0, 1), (2, 3), ... are the pairs (the siamese_pairs sampler)."""
     return AdjacentPairsMiner()
 
 
-class AllPairsMiner:
-    kind = "pair"
-
+class AllPairsMiner(PairMiner):
     def __call__(self, distances: torch.Tensor, labels: torch.Tensor) -> Pairs:
         positive, negative = label_masks(labels)
         a1, p = torch.nonzero(positive, as_tuple=True)
@@ -39,9 +38,7 @@ class AllPairsMiner:
         return a1, p, a2, n
 
 
-class HardPairsMiner:
-    kind = "pair"
-
+class HardPairsMiner(PairMiner):
     def __init__(self, pos_margin: float, neg_margin: float):
         if pos_margin < 0 or neg_margin <= 0:
             raise PetkitError(f"hard_pairs margins must be positive, got pos_margin={pos_margin}, neg_margin={neg_margin}")
@@ -55,9 +52,7 @@ class HardPairsMiner:
         return a1[hard_positive], p[hard_positive], a2[hard_negative], n[hard_negative]
 
 
-class AdjacentPairsMiner:
-    kind = "pair"
-
+class AdjacentPairsMiner(PairMiner):
     def __call__(self, distances: torch.Tensor, labels: torch.Tensor) -> Pairs:
         if len(labels) % 2:
             raise PetkitError(

@@ -2,7 +2,7 @@
 
 Miners see a distance matrix and the labels; they never compute gradients, so losses stay
 the single place where the maths of the objective lives. ``kind`` tells a loss what a miner
-returns: ``"triplet"`` (a, p, n) or ``"pair"`` (a1, p, a2, n).
+returns: ``"triplet"`` (a, p, n) or ``"pair"`` (a1, p, a2, n) (petkit.interfaces.TripletMiner / PairMiner).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from petkit.errors import PetkitError
+from petkit.interfaces import TripletMiner
 from petkit.registry import MINERS
 
 Triplets = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -24,25 +25,23 @@ def label_masks(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 @MINERS.register("batch_all")
 def batch_all() -> BatchAllMiner:
-    """Every valid (a, p, n) triple in the batch."""
+    """Triplet miner: every valid (a, p, n) triple in the batch."""
     return BatchAllMiner()
 
 
 @MINERS.register("batch_hard")
 def batch_hard() -> BatchHardMiner:
-    """Per anchor: its farthest positive and its nearest negative (Hermans et al., 2017)."""
+    """Triplet miner: per anchor, its farthest positive and its nearest negative (Hermans et al., 2017)."""
     return BatchHardMiner()
 
 
 @MINERS.register("batch_semi_hard")
 def batch_semi_hard(margin: float = 0.2) -> BatchSemiHardMiner:
-    """Triples whose negative is farther than the positive but within the margin (FaceNet)."""
+    """Triplet miner: triples whose negative is farther than the positive but within the margin (FaceNet)."""
     return BatchSemiHardMiner(margin)
 
 
-class BatchAllMiner:
-    kind = "triplet"
-
+class BatchAllMiner(TripletMiner):
     def __call__(self, distances: torch.Tensor, labels: torch.Tensor) -> Triplets:
         positive, negative = label_masks(labels)
         valid = positive[:, :, None] & negative[:, None, :]
@@ -50,9 +49,7 @@ class BatchAllMiner:
         return a, p, n
 
 
-class BatchHardMiner:
-    kind = "triplet"
-
+class BatchHardMiner(TripletMiner):
     def __call__(self, distances: torch.Tensor, labels: torch.Tensor) -> Triplets:
         positive, negative = label_masks(labels)
         usable = positive.any(1) & negative.any(1)
@@ -63,9 +60,7 @@ class BatchHardMiner:
         return anchors, hardest_p[anchors], hardest_n[anchors]
 
 
-class BatchSemiHardMiner:
-    kind = "triplet"
-
+class BatchSemiHardMiner(TripletMiner):
     def __init__(self, margin: float):
         if margin <= 0:
             raise PetkitError(f"batch_semi_hard margin must be > 0, got {margin}", "use the triplet loss's margin, e.g. 0.2")

@@ -8,7 +8,6 @@ default (this project is often run offline), ``pretrained: true`` downloads from
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -17,18 +16,13 @@ import torch
 from torch import nn
 
 from petkit.errors import PetkitError
+from petkit.interfaces import Backbone
 from petkit.registry import BACKBONES
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-
-@dataclass
-class Backbone:
-    module: nn.Module
-    num_features: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+__all__ = ["Backbone", "IMAGENET_MEAN", "IMAGENET_STD", "build_backbone"]
 
 
 @BACKBONES.register("timm")
@@ -157,10 +151,5 @@ def load_weights(module: nn.Module, path: Path, model_name: str) -> None:
 
 
 def build_backbone(spec) -> Backbone:
-    backbone = BACKBONES.build(spec)
-    if not isinstance(backbone, Backbone):
-        raise PetkitError(
-            f"backbone '{spec.name}' returned {type(backbone).__name__}, not petkit.models.backbones.Backbone",
-            "a backbone factory must return Backbone(module, num_features, mean, std)",
-        )
-    return backbone
+    """The backbone of a ``{name, args}`` spec (the registry checks it is a Backbone)."""
+    return BACKBONES.build(spec)

@@ -1,13 +1,21 @@
-"""Checkpoints: weights + resolved config + preprocessing + version + embedding fingerprint.
+"""Checkpoints: the model card + weights, and (in ``last.pt``) the state to resume training.
 
-Loading needs nothing but the file: the model is rebuilt from the config stored inside.
-The fingerprint (a hash of the weights) travels into embeddings.npz and model.onnx so that
-vectors from different models are never compared by mistake.
+Two kinds, one format (``petkit.checkpoint``, version 2):
+
+- a model checkpoint (``best.pt``, what users deploy): ``card`` and ``model`` (the weights) only;
+- a run checkpoint (``last.pt``): the same plus ``config`` (the resolved run config, plain data)
+  and ``training`` (epoch, history, optimiser, schedule, scaler, EMA and RNG states).
+
+Loading needs nothing but the file: the model is rebuilt from the card's backbone and head specs,
+never through today's config schema, so a checkpoint written before a ``train.*`` field was
+renamed still loads. Files are read with ``torch.load(weights_only=True)``: tensors and plain
+Python data only, nothing that runs code. The fingerprint is recomputed from the weights on load
+and a checkpoint whose weights no longer match the one it records is refused. Version 1 files
+(petkit 0.1.0: preprocessing, embedding_dim and fingerprint at the top level) still load.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,48 +23,45 @@ from typing import Any
 import torch
 
 from petkit import __version__
-from petkit.config import Config, from_dict, to_dict
 from petkit.errors import PetkitError
 from petkit.io import atomic_path
-from petkit.models.model import EmbeddingModel, Preprocessing, build_model
+from petkit.models.card import ModelCard, fingerprint
+from petkit.models.model import EmbeddingModel, model_from_card
 
 FORMAT = "petkit.checkpoint"
-VERSION = 1
-
-
-def fingerprint(model: torch.nn.Module) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
+VERSION = 2  # 2: model card; best.pt holds only the card and weights
 
 
 @dataclass
 class LoadedCheckpoint:
     model: EmbeddingModel
-    preprocessing: Preprocessing
-    config: Config
-    fingerprint: str
-    state: dict[str, Any]  # the whole file: epoch, optimizer, history, ...
+    card: ModelCard
+    state: dict[str, Any]  # the whole file
+
+    @property
+    def fingerprint(self) -> str:
+        return self.card.fingerprint
+
+    @property
+    def config(self) -> dict[str, Any] | None:
+        """The run config as plain data (run checkpoints only)."""
+        return self.state.get("config")
 
 
-def save_checkpoint(path: str | Path, model: EmbeddingModel, config: Config, preprocessing: Preprocessing, **training_state: Any) -> str:
-    model_fingerprint = fingerprint(model)
-    payload = {
-        "format": FORMAT,
-        "version": VERSION,
-        "petkit_version": __version__,
-        "config": to_dict(config),
-        "preprocessing": preprocessing.to_dict(),
-        "fingerprint": model_fingerprint,
-        "embedding_dim": model.embedding_dim,
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        **training_state,
-    }
+def save_checkpoint(path: str | Path, model: EmbeddingModel, config: dict[str, Any] | None = None,
+                    training: dict[str, Any] | None = None) -> ModelCard:
+    """Write ``model`` (card + weights); with ``config`` and ``training`` a resumable run checkpoint."""
+    weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    card = model.card.with_fingerprint(fingerprint(weights))
+    payload: dict[str, Any] = {"format": FORMAT, "version": VERSION, "petkit_version": __version__,
+                               "card": card.to_dict(), "model": weights}
+    if config is not None:
+        payload["config"] = config
+    if training is not None:
+        payload["training"] = training
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-    return model_fingerprint
+    return card
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -64,9 +69,11 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise PetkitError(f"checkpoint not found: {path}", "pass runs/<name>/best.pt or last.pt from 'petkit train'")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise PetkitError(f"cannot read checkpoint {path}: {exc}", "the file is damaged or not a petkit checkpoint") from exc
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle refuses anything but tensors and plain data
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PetkitError(f"cannot read checkpoint {path}: {first[:300]}",
+                          "the file is damaged, not a petkit checkpoint, or holds objects petkit never loads") from exc
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise PetkitError(f"{path} is not a petkit checkpoint", "pass a file written by 'petkit train'")
     if state.get("version", 0) > VERSION:
@@ -74,18 +81,37 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
+def card_of(state: dict[str, Any], where: str) -> ModelCard:
+    """The card of a checkpoint of any version."""
+    if "card" in state:
+        return ModelCard.from_dict(state["card"], where)
+    try:  # version 1 (petkit 0.1.0): the model specs inside the config, the rest at the top level
+        model, pre = state["config"]["model"], state["preprocessing"]
+        return ModelCard.from_dict({**pre, "embedding_dim": state["embedding_dim"], "backbone": model["backbone"],
+                                    "head": model["head"], "fingerprint": state["fingerprint"],
+                                    "petkit_version": state.get("petkit_version", "")}, where)
+    except (KeyError, TypeError) as exc:
+        raise PetkitError(f"{where} lacks its model description ({exc})", "pass a checkpoint written by 'petkit train'") from exc
+
+
 def load_checkpoint(path: str | Path) -> LoadedCheckpoint:
     state = read_checkpoint(path)
-    config = from_dict(state["config"])
-    pre = state["preprocessing"]
-    model, preprocessing = build_model(config.model, pre["image_size"], pre["mean"], pre["std"])
+    card = card_of(state, str(path))
+    model = model_from_card(card)
     load_model_state(model, state["model"], str(path))
+    actual = fingerprint(model.state_dict())
+    if card.fingerprint and actual != card.fingerprint:
+        raise PetkitError(f"{path}: the weights do not match the fingerprint recorded with them ({actual} vs {card.fingerprint})",
+                          "the file was altered after petkit wrote it; use the checkpoint from the run folder")
+    model.card = card.with_fingerprint(actual)
     model.eval()
-    return LoadedCheckpoint(model, preprocessing, config, state["fingerprint"], state)
+    return LoadedCheckpoint(model, model.card, state)
 
 
 def load_model_state(model: torch.nn.Module, weights: dict[str, torch.Tensor], where: str) -> None:
     """Strict load with a readable account of what does not fit."""
+    if not isinstance(weights, dict):
+        raise PetkitError(f"{where} holds no weights", "pass a checkpoint written by 'petkit train'")
     own = model.state_dict()
     missing = [k for k in own if k not in weights]
     unexpected = [k for k in weights if k not in own]

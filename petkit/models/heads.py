@@ -1,5 +1,8 @@
 """Projection heads: backbone features -> the embedding (L2 normalisation happens in the model).
 
+Each factory returns a :class:`petkit.interfaces.Head`: the module and its output width, which
+the model card records (no dummy forward pass to find it).
+
 Margin heads (ArcFace/CosFace class centres) are not here: they belong to the losses that use
 them (petkit.losses.classifier), so the embedding model stays the same, and exportable, for
 every loss.
@@ -11,12 +14,13 @@ import torch
 from torch import nn
 
 from petkit.errors import PetkitError
+from petkit.interfaces import Head
 from petkit.registry import HEADS
 
 
 @HEADS.register("mlp")
 def mlp_head(in_features: int, hidden_dim: int = 512, embedding_dim: int = 128, layers: int = 2,
-             batch_norm: bool = False, dropout: float = 0.0) -> nn.Module:
+             batch_norm: bool = False, dropout: float = 0.0) -> Head:
     """MLP projection: (layers - 1) x [Linear, (BN), ReLU, (Dropout)] then Linear (default Linear-ReLU-Linear)."""
     if layers < 1:
         raise PetkitError(f"mlp head needs layers >= 1, got {layers}")
@@ -31,19 +35,19 @@ def mlp_head(in_features: int, hidden_dim: int = 512, embedding_dim: int = 128, 
             modules.append(nn.Dropout(dropout))
         width = hidden_dim
     modules.append(nn.Linear(width, embedding_dim))
-    return nn.Sequential(*modules)
+    return Head(nn.Sequential(*modules), embedding_dim)
 
 
 @HEADS.register("linear")
-def linear_head(in_features: int, embedding_dim: int = 128) -> nn.Module:
+def linear_head(in_features: int, embedding_dim: int = 128) -> Head:
     """A single linear projection."""
-    return nn.Linear(in_features, embedding_dim)
+    return Head(nn.Linear(in_features, embedding_dim), embedding_dim)
 
 
 @HEADS.register("identity")
-def identity_head(in_features: int) -> nn.Module:
+def identity_head(in_features: int) -> Head:
     """No projection: the pooled backbone features are the embedding."""
-    return nn.Identity()
+    return Head(nn.Identity(), in_features)
 
 
 class BNNeck(nn.Module):
@@ -64,6 +68,6 @@ class BNNeck(nn.Module):
 
 
 @HEADS.register("bnneck")
-def bnneck(in_features: int, embedding_dim: int | None = None) -> BNNeck:
+def bnneck(in_features: int, embedding_dim: int | None = None) -> Head:
     """BN-neck: (Linear) + BatchNorm1d with a frozen zero bias, as in strong re-ID baselines."""
-    return BNNeck(in_features, embedding_dim)
+    return Head(BNNeck(in_features, embedding_dim), embedding_dim or in_features)

@@ -1,56 +1,68 @@
-"""EmbeddingModel: RGB in [0, 1] -> L2-normalised embedding.
+"""EmbeddingModel: RGB in [0, 1] -> L2-normalised embedding, carrying its model card.
 
 Normalisation by mean/std lives inside the model, so a checkpoint or an ONNX file needs only
-"resize to image_size, scale to [0, 1]" from whoever feeds it.
+"resize to image_size, scale to [0, 1]" from whoever feeds it. The model is built from its
+card's ``{name, args}`` specs alone (:func:`model_from_card`): the training config is not needed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from petkit.config import ModelConfig
-from petkit.models.backbones import build_backbone
-from petkit.registry import HEADS
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    image_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-    def to_dict(self) -> dict:
-        return {"image_size": self.image_size, "mean": list(self.mean), "std": list(self.std),
-                "input": "RGB float32 NCHW in [0, 1], resized to image_size x image_size"}
+from petkit.models.card import ModelCard, fingerprint
+from petkit.registry import BACKBONES, HEADS
 
 
 class EmbeddingModel(nn.Module):
-    def __init__(self, backbone: nn.Module, head: nn.Module, mean, std, embedding_dim: int):
+    def __init__(self, backbone: nn.Module, head: nn.Module, card: ModelCard):
         super().__init__()
         self.backbone = backbone
         self.head = head
-        self.embedding_dim = embedding_dim
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+        self.card = card
+        self.register_buffer("mean", torch.tensor(card.mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(card.std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.card.embedding_dim
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         features = self.backbone((images - self.mean) / self.std)
         return F.normalize(self.head(features).float(), dim=1)
 
+    def current_card(self) -> ModelCard:
+        """The card with the fingerprint of the weights as they are now."""
+        return self.card.with_fingerprint(fingerprint(self.state_dict()))
 
-def build_model(config: ModelConfig, image_size: int, mean=None, std=None) -> tuple[EmbeddingModel, Preprocessing]:
-    backbone = build_backbone(config.backbone)
-    head = HEADS.build(config.head, in_features=backbone.num_features)
-    with torch.no_grad():
-        was_training = head.training
-        embedding_dim = int(head.eval()(torch.zeros(1, backbone.num_features)).shape[1])
-        head.train(was_training)
-    preprocessing = Preprocessing(
-        image_size, tuple(mean or backbone.mean), tuple(std or backbone.std)
-    )
-    model = EmbeddingModel(backbone.module, head, preprocessing.mean, preprocessing.std, embedding_dim)
-    return model, preprocessing
+
+def _spec(component: Any) -> dict[str, Any]:
+    if isinstance(component, dict):
+        return {"name": component["name"], "args": dict(component.get("args") or {})}
+    return {"name": component.name, "args": dict(component.args)}
+
+
+def build_model(model_config: Any, image_size: int, mean=None, std=None) -> EmbeddingModel:
+    """A fresh model from ``model_config`` (``.backbone`` / ``.head`` components, or a dict of them).
+
+    ``mean``/``std`` default to the statistics the backbone's weights expect.
+    """
+    if isinstance(model_config, dict):
+        backbone_spec, head_spec = _spec(model_config["backbone"]), _spec(model_config["head"])
+    else:
+        backbone_spec, head_spec = _spec(model_config.backbone), _spec(model_config.head)
+    backbone = BACKBONES.build(backbone_spec)
+    head = HEADS.build(head_spec, in_features=backbone.num_features)
+    card = ModelCard(int(image_size), tuple(mean or backbone.mean), tuple(std or backbone.std), int(head.embedding_dim),
+                     backbone_spec, head_spec)
+    return EmbeddingModel(backbone.module, head.module, card)
+
+
+def model_from_card(card: ModelCard) -> EmbeddingModel:
+    """The architecture a card describes, with fresh weights (load them after)."""
+    model = build_model({"backbone": card.backbone, "head": card.head}, card.image_size, card.mean, card.std)
+    model.card = card
+    return model

@@ -22,7 +22,7 @@ from petkit import __version__
 from petkit import embeddings as emb
 from petkit.errors import PetkitError
 from petkit.evaluation import metrics as M
-from petkit.evaluation.evaluators import concat_sets, labelled_real
+from petkit.io import refuse_overwrite, write_json
 
 FORMAT = "petkit.calibration"
 VERSION = 1
@@ -31,8 +31,10 @@ MODES = ("open_set", "pairs")
 
 
 def calibrate(embeddings_path: str | Path, far: float, split: str | None = None, gallery_path: str | Path | None = None,
-              gallery_split: str | None = None, mode: str = "open_set", max_pairs: int = 4_000_000) -> dict:
-    """The calibration document for ``far`` on these embeddings."""
+              gallery_split: str | None = None, mode: str = "open_set", max_pairs: int = 4_000_000,
+              out: str | Path | None = None, overwrite: bool = False) -> dict:
+    """The calibration document for ``far`` on these embeddings; with ``out`` also written there
+    (``"auto"``: calibration.json beside the model), its path in ``written_to``."""
     if mode not in MODES:
         raise PetkitError(f"unknown calibration mode '{mode}'", f"use one of {', '.join(MODES)}")
     if not 0 < far < 1:
@@ -46,7 +48,7 @@ def calibrate(embeddings_path: str | Path, far: float, split: str | None = None,
         raise PetkitError("no impostor scores to calibrate on", "calibrate on several identities; for open_set give probes the gallery lacks")
     threshold = M.calibrate_threshold(impostors, far)
     resolution = 1.0 / len(impostors)
-    return {
+    document = {
         "format": FORMAT, "version": VERSION, "petkit_version": __version__, "mode": mode,
         "fingerprint": probes.fingerprint, "model": probes.model, "embeddings": str(embeddings_path),
         "split": split, "gallery": str(gallery_path) if gallery_path else None, "gallery_split": gallery_split,
@@ -54,18 +56,18 @@ def calibrate(embeddings_path: str | Path, far: float, split: str | None = None,
         "impostor_scores": len(impostors), **sizes,
         **({"note": f"only {len(impostors)} impostor scores: FAR below {resolution:.2g} is not resolved"} if far < resolution else {}),
     }
+    if out is not None:
+        target = default_path(document["model"]) if str(out) == "auto" else Path(out)
+        refuse_overwrite([target], overwrite)
+        write_json(target, document)
+        document["written_to"] = str(target)
+    return document
 
 
 def _sets(embeddings_path, split, gallery_path, gallery_split) -> tuple[emb.EmbeddingSet, emb.EmbeddingSet | None]:
-    data = emb.load(embeddings_path)
-    if gallery_path is not None:
-        probes, gallery = data.where("splits", split), emb.load(gallery_path).where("splits", gallery_split)
-        emb.require_same_model(("calibration", probes), ("gallery", gallery))
-    elif gallery_split is not None and gallery_split != split:
-        probes, gallery = data.where("splits", split), data.where("splits", gallery_split)
-    else:
-        probes, gallery = data.where("splits", split), None
-    probes, gallery = labelled_real(probes), labelled_real(gallery)
+    # roles ignored: without a separate gallery every image of the split takes its turn as the unknown probe
+    probes, gallery = emb.select(embeddings_path, split, gallery_path, gallery_split, roles=False)
+    probes, gallery = probes.labelled_real(), gallery.labelled_real() if gallery is not None else None
     if not len(probes):
         raise PetkitError(f"no labelled images with split '{split}' in {embeddings_path}", "calibration needs labelled images: check --split")
     return probes, gallery
@@ -90,7 +92,7 @@ def _impostor_pairs(data: emb.EmbeddingSet, max_pairs: int) -> tuple[np.ndarray,
 
 
 def _with(a: emb.EmbeddingSet, b: emb.EmbeddingSet | None) -> emb.EmbeddingSet:
-    return a if b is None else concat_sets(a, b)
+    return a if b is None else emb.concat_sets(a, b)
 
 
 def default_path(model: str) -> Path:

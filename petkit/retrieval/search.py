@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from petkit import embeddings as emb
+from petkit.engine.embedder import embed
 from petkit.errors import PetkitError
+from petkit.io import refuse_overwrite, write_text
 from petkit.retrieval.calibration import resolve_threshold
 from petkit.retrieval.index import GalleryIndex
 
@@ -16,8 +20,10 @@ RECALL_SAMPLE = 1000  # gallery vectors used as queries to compare an approximat
 
 
 def build_index(embeddings_path: str | Path, split: str | None = None, kind: str = "flat", params: dict | None = None,
-                calibration: str | Path | None = None) -> tuple[GalleryIndex, float]:
-    """(index, its recall@10 against exact search) from the labelled real images of an embeddings file."""
+                calibration: str | Path | None = None, out: str | Path | None = None, overwrite: bool = False) -> tuple[GalleryIndex, float]:
+    """(index, its recall@10 against exact search) from the labelled real images of an embeddings file; saved to ``out``."""
+    if out is not None:
+        refuse_overwrite([Path(out)], overwrite)
     data = emb.load(embeddings_path).where("splits", split).labelled_real()
     if not len(data):
         raise PetkitError(f"no labelled images{f' with split {split!r}' if split else ''} in {embeddings_path}", "check --split")
@@ -26,7 +32,10 @@ def build_index(embeddings_path: str | Path, split: str | None = None, kind: str
         threshold, source = resolve_threshold(None, calibration, data.fingerprint, data.model)
     index = GalleryIndex(data.vectors, data.identities, kind, np.array(data.absolute_paths()), data.fingerprint, data.model, params,
                          {"threshold": threshold, "source": source} if threshold is not None else None)
-    return index, index.recall_against_exact(_sample(index.vectors), 10)
+    recall = index.recall_against_exact(_sample(index.vectors), 10)
+    if out is not None:
+        index.save(out)
+    return index, recall
 
 
 def add_to_index(index: GalleryIndex, embeddings_path: str | Path, split: str | None = None) -> int:
@@ -54,12 +63,17 @@ class Match:
 
 def search(index: GalleryIndex, images: str | Path, model: str | Path | None = None, top_k: int = 5,
            threshold: float | None = None, calibration: str | Path | None = None, device: str = "auto",
-           progress=None, on_total=None) -> tuple[list[Match], float | None, str]:
-    """The top-k identities for every image under ``images``; (matches, threshold, where it came from)."""
+           progress=None, on_total=None, out: str | Path | None = None, overwrite: bool = False) -> tuple[list[Match], float | None, str]:
+    """The top-k identities for every image under ``images``; (matches, threshold, where it came from).
+
+    With ``out`` the matches are also written as CSV (image,rank,identity,score,accepted).
+    """
+    if out is not None:
+        refuse_overwrite([Path(out)], overwrite)
     model = model or index.model
     if not model:
         raise PetkitError("the index does not record its model", "pass --model best.pt (or model.onnx)")
-    queries = emb.embed(model, images, device=device, progress=progress, on_total=on_total, fmt="images")
+    queries = embed(model, images, device=device, progress=progress, on_total=on_total, fmt="images")
     index.require_model(queries.fingerprint, f"the images embedded with {model}")
     if threshold is None and calibration is None and index.calibration:
         threshold, source = index.calibration["threshold"], f"the index ({index.calibration['source']})"
@@ -70,4 +84,10 @@ def search(index: GalleryIndex, images: str | Path, model: str | Path | None = N
     for path, row_names, row_scores in zip(queries.paths, names, scores):
         for rank, (name, score) in enumerate(zip(row_names, row_scores), start=1):
             matches.append(Match(str(path), rank, name, score, threshold is None or score >= threshold))
+    if out is not None:
+        buffer = io.StringIO()  # the csv module quotes paths that hold commas
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["image", "rank", "identity", "score", "accepted"])
+        writer.writerows([m.image, m.rank, m.identity, f"{m.score:.6f}", int(m.accepted)] for m in matches)
+        write_text(out, buffer.getvalue())
     return matches, threshold, source

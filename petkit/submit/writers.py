@@ -17,20 +17,21 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
 from petkit import embeddings as emb
+from petkit.data.manifest import UNKNOWN_IDENTITY
 from petkit.data.pairs import Pairs, read_pairs
 from petkit.errors import PetkitError
-from petkit.io import write_text
+from petkit.interfaces import SubmissionWriter
+from petkit.io import refuse_overwrite, write_text
 from petkit.registry import SUBMISSIONS
 from petkit.retrieval.calibration import resolve_threshold
 from petkit.retrieval.index import GalleryIndex
 
 ID_FORMS = ("name", "stem", "path")
-UNKNOWN_LABEL = "n000000"
 
 
 @dataclass
@@ -66,62 +67,75 @@ def _header(columns, default: tuple[str, str]) -> list[str]:
     return header
 
 
-@SUBMISSIONS.register("topk")
-def topk_writer(k: int = 3, columns: list[str] | None = None, separator: str = " ", delimiter: str = ","):
-    """image,pred with the k best distinct identities per query (cat-face top-3 challenge)."""
-    header = _header(columns, ("image", "pred"))
+class TopKWriter(SubmissionWriter):
+    def __init__(self, k: int, columns, separator: str, delimiter: str):
+        if k < 1:
+            raise PetkitError(f"topk needs k >= 1, got {k}", "for example --top-k 3")
+        self.k, self.header, self.separator, self.delimiter = k, _header(columns, ("image", "pred")), separator, delimiter
 
-    def write(request: Request) -> Submission:
-        names, _ = request.index.top_identities(request.vectors, k)
-        rows = [[qid, separator.join(row)] for qid, row in zip(request.ids, names)]
-        return Submission(rows, header, delimiter, f"top-{k} identities each")
-
-    return write
+    def __call__(self, request: Request) -> Submission:
+        names, _ = request.index.top_identities(request.vectors, self.k)
+        rows = [[qid, self.separator.join(row)] for qid, row in zip(request.ids, names)]
+        return Submission(rows, self.header, self.delimiter, f"top-{self.k} identities each")
 
 
-@SUBMISSIONS.register("classification")
-def classification_writer(columns: list[str] | None = None, delimiter: str = ","):
-    """id,label: the best identity of each image (closed-set classification)."""
-    header = _header(columns, ("id", "label"))
+class ClassificationWriter(SubmissionWriter):
+    def __init__(self, columns, delimiter: str):
+        self.header, self.delimiter = _header(columns, ("id", "label")), delimiter
 
-    def write(request: Request) -> Submission:
+    def __call__(self, request: Request) -> Submission:
         names, _ = request.index.top_identities(request.vectors, 1)
-        return Submission([[qid, row[0]] for qid, row in zip(request.ids, names)], header, delimiter, "best identity each")
-
-    return write
+        return Submission([[qid, row[0]] for qid, row in zip(request.ids, names)], self.header, self.delimiter, "best identity each")
 
 
-@SUBMISSIONS.register("open_set")
-def open_set_writer(columns: list[str] | None = None, delimiter: str = ",", unknown_label: str = UNKNOWN_LABEL):
-    """id,label: the best identity if its score reaches the threshold, else the unknown label."""
-    header = _header(columns, ("id", "label"))
+class OpenSetWriter(SubmissionWriter):
+    def __init__(self, columns, delimiter: str, unknown_label: str):
+        self.header, self.delimiter, self.unknown_label = _header(columns, ("id", "label")), delimiter, unknown_label
 
-    def write(request: Request) -> Submission:
+    def __call__(self, request: Request) -> Submission:
         if request.threshold is None:
             raise PetkitError("an open-set submission needs a similarity threshold",
                               "run 'petkit calibrate' (calibration.json beside the model is found), or pass --calibration or --threshold")
         names, scores = request.index.top_identities(request.vectors, 1)
-        rows = [[qid, row[0] if score[0] >= request.threshold else unknown_label]
+        rows = [[qid, row[0] if score[0] >= request.threshold else self.unknown_label]
                 for qid, row, score in zip(request.ids, names, scores)]
-        unknown = sum(1 for row in rows if row[1] == unknown_label)
-        return Submission(rows, header, delimiter, f"{unknown} answered '{unknown_label}' (threshold {request.threshold:.4f})")
+        unknown = sum(1 for row in rows if row[1] == self.unknown_label)
+        return Submission(rows, self.header, self.delimiter, f"{unknown} answered '{self.unknown_label}' (threshold {request.threshold:.4f})")
 
-    return write
+
+class PairScoresWriter(SubmissionWriter):
+    needs_pairs = True  # submit() asks for --pairs before it looks for queries
+
+    def __init__(self, columns, delimiter: str, digits: int):
+        self.header, self.delimiter, self.digits = _header(columns, ("pair_id", "similarity")), delimiter, digits
+
+    def __call__(self, request: Request) -> Submission:
+        rows = [[pid, f"{score:.{self.digits}f}"] for pid, score in zip(request.ids, request.pair_scores)]
+        return Submission(rows, self.header, self.delimiter, "one cosine similarity per pair")
+
+
+@SUBMISSIONS.register("topk")
+def topk_writer(k: int = 3, columns: list[str] | None = None, separator: str = " ", delimiter: str = ",") -> TopKWriter:
+    """image,pred with the k best distinct identities per query (cat-face top-3 challenge)."""
+    return TopKWriter(k, columns, separator, delimiter)
+
+
+@SUBMISSIONS.register("classification")
+def classification_writer(columns: list[str] | None = None, delimiter: str = ",") -> ClassificationWriter:
+    """id,label: the best identity of each image (closed-set classification)."""
+    return ClassificationWriter(columns, delimiter)
+
+
+@SUBMISSIONS.register("open_set")
+def open_set_writer(columns: list[str] | None = None, delimiter: str = ",", unknown_label: str = UNKNOWN_IDENTITY) -> OpenSetWriter:
+    """id,label: the best identity if its score reaches the threshold, else the unknown label."""
+    return OpenSetWriter(columns, delimiter, unknown_label)
 
 
 @SUBMISSIONS.register("pair_scores")
-def pair_scores_writer(columns: list[str] | None = None, delimiter: str = ",", digits: int = 6):
+def pair_scores_writer(columns: list[str] | None = None, delimiter: str = ",", digits: int = 6) -> PairScoresWriter:
     """pair_id,similarity (cosine, -1..1) for every pair of a pairs CSV."""
-    header = _header(columns, ("pair_id", "similarity"))
-
-    def write(request: Request) -> Submission:
-        if request.pair_scores is None:
-            raise PetkitError("the pair_scores submission needs the pairs file", "pass --pairs pairs.csv (the file you embedded)")
-        rows = [[pid, f"{score:.{digits}f}"] for pid, score in zip(request.ids, request.pair_scores)]
-        return Submission(rows, header, delimiter, "one cosine similarity per pair")
-
-    write.needs_pairs = True  # submit() asks for --pairs before it looks for queries
-    return write
+    return PairScoresWriter(columns, delimiter, digits)
 
 
 def query_ids(paths: np.ndarray, form: str) -> list[str]:
@@ -150,6 +164,8 @@ def submit(
     threshold: float | None = None,
     calibration: str | None = None,
     pairs: str | None = None,
+    out: str | Path | None = None,
+    overwrite: bool = False,
 ) -> Submission:
     """Answer every query (or pair) with a registered writer; the result is checked complete.
 
@@ -157,8 +173,10 @@ def submit(
     the query images against the gallery, with the threshold from ``threshold``, ``calibration``
     or calibration.json beside the model (None when there is none).
     """
+    if out is not None:
+        refuse_overwrite([Path(out)], overwrite)
     build = SUBMISSIONS.build({"name": writer, "args": writer_args or {}})
-    if getattr(build, "needs_pairs", False) and not pairs:
+    if build.needs_pairs and not pairs:
         raise PetkitError(f"the {writer} submission answers the pairs of a pairs file", "pass --pairs pairs.csv (the file you embedded)")
     if pairs:
         request = _pairs_request(queries_path, pairs)
@@ -166,22 +184,22 @@ def submit(
         request = _query_request(queries_path, gallery_path, query_split, gallery_split, id_from)
         request.threshold, _ = resolve_threshold(threshold, calibration, request.index.fingerprint, request.index.model)
     submission = build(request)
+    if not isinstance(submission, Submission):
+        raise PetkitError(f"submission writer '{writer}' returned {type(submission).__name__}, not a Submission",
+                          "a writer returns petkit.submit.writers.Submission(rows, header, delimiter, summary)")
     check_complete(submission, request.ids)
+    if out is not None:
+        write_submission(str(out), submission)
     return submission
 
 
 def _query_request(queries_path, gallery_path, query_split, gallery_split, id_from) -> Request:
-    probe = emb.load(queries_path)
-    if gallery_path is not None:
-        queries, targets = probe.where("splits", query_split), emb.load(gallery_path).where("splits", gallery_split)
-    else:
-        queries, targets = emb.query_gallery(probe, query_split, gallery_split)
-        if targets is None:
-            raise PetkitError(
-                "cannot tell queries from gallery: one embeddings file, the same split for both and no query/gallery roles",
-                "pass --gallery gallery.npz, or --query-split test --gallery-split train, or prepare with --gallery-per-identity",
-            )
-    emb.require_same_model(("queries", queries), ("gallery", targets))
+    queries, targets = emb.select(queries_path, query_split, gallery_path, gallery_split)
+    if targets is None:
+        raise PetkitError(
+            "cannot tell queries from gallery: one embeddings file, the same split for both and no query/gallery roles",
+            "pass --gallery gallery.npz, or --query-split test --gallery-split train, or prepare with --gallery-per-identity",
+        )
     if not len(queries):
         raise PetkitError("no query images selected", "check --query-split or the role column")
     targets = targets.labelled_real()
@@ -190,10 +208,8 @@ def _query_request(queries_path, gallery_path, query_split, gallery_split, id_fr
 
 
 def _pairs_request(embeddings_path: str, pairs_path: str) -> Request:
-    from petkit.evaluation.evaluators import pair_vectors
-
     pairs: Pairs = read_pairs(pairs_path)
-    a, b = pair_vectors(emb.load(embeddings_path), pairs)
+    a, b = emb.pair_vectors(emb.load(embeddings_path), pairs)
     return Request(pairs.ids, pair_scores=np.einsum("ij,ij->i", a, b))
 
 

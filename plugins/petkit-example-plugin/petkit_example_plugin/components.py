@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from petkit.models.backbones import IMAGENET_MEAN, IMAGENET_STD, Backbone
+from petkit.interfaces import Backbone, Loss
+from petkit.models.backbones import IMAGENET_MEAN, IMAGENET_STD
 
 
 def tiny_cnn(width: int = 32, stages: int = 4) -> Backbone:
@@ -20,15 +21,28 @@ def tiny_cnn(width: int = 32, stages: int = 4) -> Backbone:
     return Backbone(nn.Sequential(*layers), channels, IMAGENET_MEAN, IMAGENET_STD)
 
 
-class NormSoftmaxLoss(nn.Module):
+class CosineLogits(nn.Module):
+    """cos(embedding, class centre) for every class."""
+
+    def __init__(self, num_classes: int, embedding_dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(num_classes, embedding_dim) * 0.01)
+
+    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+        return F.linear(F.normalize(embeddings.float(), dim=1), F.normalize(self.weight.float(), dim=1))
+
+
+class NormSoftmaxLoss(Loss):
+    """A loss meets petkit.interfaces.Loss: subclassing it gives the declarations (needs_fake = False,
+    miner_kind = None); a classification loss sets ``classifier`` so training reports accuracy."""
+
     def __init__(self, num_classes: int, embedding_dim: int, temperature: float = 0.05):
         super().__init__()
         self.temperature = temperature
-        self.weight = nn.Parameter(torch.randn(num_classes, embedding_dim) * 0.01)
+        self.classifier = CosineLogits(num_classes, embedding_dim)
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        logits = F.linear(F.normalize(embeddings.float(), dim=1), F.normalize(self.weight.float(), dim=1))
-        return F.cross_entropy(logits / self.temperature, labels)
+        return F.cross_entropy(self.classifier(embeddings) / self.temperature, labels)
 
 
 def normsoftmax(num_classes: int, embedding_dim: int, temperature: float = 0.05) -> NormSoftmaxLoss:

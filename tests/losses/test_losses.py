@@ -43,6 +43,11 @@ def with_miner(loss, miner):
     return lambda e, y: loss(e, y, miner(e, y))
 
 
+def mined(loss, chosen):
+    loss.use_miner(chosen)
+    return loss
+
+
 def miner(name, **args):
     return MINERS.build({"name": name, "args": args})
 
@@ -54,7 +59,7 @@ def miner(name, **args):
 ])
 def test_triplet_matches_pml(name, args, pml):
     x, labels = batch()
-    ours = LOSSES.build({"name": "triplet", "args": {"margin": 0.2}}, miner=miner(name, **args))
+    ours = mined(LOSSES.build({"name": "triplet", "args": {"margin": 0.2}}), miner(name, **args))
     theirs = pml_losses.TripletMarginLoss(margin=0.2)
     assert_same(ours, theirs if pml is None else with_miner(theirs, pml()), x, labels)
 
@@ -65,7 +70,7 @@ def test_triplet_matches_pml(name, args, pml):
 ])
 def test_contrastive_matches_pml(pair_miner, pml):
     x, labels = batch(spread=0.5)
-    ours = LOSSES.build({"name": "contrastive", "args": {"margin": 1.2, "squared": False}}, miner=miner(pair_miner[0], **pair_miner[1]))
+    ours = mined(LOSSES.build({"name": "contrastive", "args": {"margin": 1.2, "squared": False}}), miner(pair_miner[0], **pair_miner[1]))
     theirs = pml_losses.ContrastiveLoss(pos_margin=0, neg_margin=1.2)
     assert_same(ours, theirs if pml is None else with_miner(theirs, pml()), x, labels)
 
@@ -84,7 +89,7 @@ def test_squared_contrastive_is_the_textbook_formula():
     # two pairs by hand: positive at distance 0.6, negative at distance 0.5, margin 1.0, mean reduction
     e = torch.tensor([[0.0, 0.0], [0.6, 0.0], [5.0, 0.0], [5.5, 0.0]])
     labels = torch.tensor([0, 0, 1, 2])
-    loss = LOSSES.build({"name": "contrastive", "args": {"margin": 1.0, "reduction": "mean"}}, miner=miner("adjacent_pairs"))
+    loss = mined(LOSSES.build({"name": "contrastive", "args": {"margin": 1.0, "reduction": "mean"}}), miner("adjacent_pairs"))
     # pairs (0, 1): same identity, d = 0.6 -> 0.36; (2, 3): different, d = 0.5 -> (1 - 0.5)^2 = 0.25
     assert loss(e, labels).item() == pytest.approx((0.36 + 0.25) / 2, abs=1e-6)
 
@@ -92,7 +97,7 @@ def test_squared_contrastive_is_the_textbook_formula():
 def test_cosine_contrastive_uses_one_minus_cosine():
     e = F.normalize(torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0], [-1.0, 0.2]]), dim=1)
     labels = torch.tensor([0, 0, 1, 2])
-    loss = LOSSES.build({"name": "contrastive", "args": {"margin": 0.5, "distance": "cosine", "reduction": "mean"}}, miner=miner("adjacent_pairs"))
+    loss = mined(LOSSES.build({"name": "contrastive", "args": {"margin": 0.5, "distance": "cosine", "reduction": "mean"}}), miner("adjacent_pairs"))
     d_pos = 1 - math.cos(math.pi / 4)
     d_neg = 1 - float(e[2] @ e[3])
     expected = (d_pos**2 + max(0.0, 0.5 - d_neg) ** 2) / 2
@@ -189,7 +194,7 @@ def test_quadruplet_batch_hard_picks_the_hardest_fake():
     e = torch.tensor([[0.0], [0.1], [0.15], [0.3], [2.0], [2.05]])
     labels = torch.tensor([0, 0, 1, 0, 0, 1])
     is_fake = torch.tensor([False, False, False, True, True, False])
-    quad = LOSSES.build({"name": "quadruplet", "args": {"margin": 0.5, "fake_weight": 2.0}}, miner=miner("batch_hard"))
+    quad = mined(LOSSES.build({"name": "quadruplet", "args": {"margin": 0.5, "fake_weight": 2.0}}), miner("batch_hard"))
     # real term, hardest positive / hardest real negative per anchor:
     #   a0: 0.1 - 0.15 + 0.5 = 0.45; a1: 0.1 - 0.05 + 0.5 = 0.55; a2: 1.9 - 0.05 + 0.5 = 2.35; a5: 1.9 - 1.95 + 0.5 = 0.45
     real_term = (0.45 + 0.55 + 2.35 + 0.45) / 4
@@ -200,10 +205,10 @@ def test_quadruplet_batch_hard_picks_the_hardest_fake():
 
 
 def test_wrong_miner_kind_is_a_clear_error():
-    with pytest.raises(PetkitError, match="needs a pair miner.*all_pairs"):
-        LOSSES.build({"name": "contrastive"}, miner=miner("batch_hard"))
+    with pytest.raises(PetkitError, match="needs a pair miner.*BatchHardMiner"):
+        mined(LOSSES.build({"name": "contrastive"}), miner("batch_hard"))
     with pytest.raises(PetkitError, match="needs a triplet miner"):
-        LOSSES.build({"name": "triplet"}, miner=miner("all_pairs"))
+        mined(LOSSES.build({"name": "triplet"}), miner("all_pairs"))
 
 
 def test_batch_hard_picks_the_hardest_pairs():
@@ -281,7 +286,7 @@ def test_every_loss_steps_under_cpu_autocast(name, dtype):
 def test_soft_margin_triplet_is_softplus_of_the_gap():
     x, labels = batch()
     e = F.normalize(x, dim=1)
-    soft = LOSSES.build({"name": "triplet", "args": {"soft": True}}, miner=miner("batch_hard"))
+    soft = mined(LOSSES.build({"name": "triplet", "args": {"soft": True}}), miner("batch_hard"))
     a, p, n = miner("batch_hard")(torch.cdist(e, e), labels)
     gap = (e[a] - e[p]).norm(dim=1) - (e[a] - e[n]).norm(dim=1)
     assert soft(e, labels).item() == pytest.approx(F.softplus(gap).mean().item(), abs=1e-6)

@@ -8,8 +8,8 @@ import pytest
 from petkit import embeddings as emb
 from petkit.errors import PetkitError
 from petkit.evaluation import metrics as M
+from petkit.evaluation import rerank as R
 from petkit.evaluation.evaluate import evaluate, metric_value
-from petkit.retrieval import rerank as R
 from petkit.retrieval.calibration import calibrate, resolve_threshold
 from petkit.retrieval.index import GalleryIndex
 from petkit.submit.writers import Request, Submission, check_complete, submit
@@ -365,17 +365,20 @@ def test_incomplete_submission_is_refused_before_writing():
 
 
 def test_a_plugin_writer_gets_the_threshold(tmp_path):
+    from petkit.interfaces import SubmissionWriter
     from petkit.registry import SUBMISSIONS
 
     path, _, _ = challenge_set(tmp_path)
     seen = []
 
-    @SUBMISSIONS.register("test_threshold_echo")
-    def echo():
-        def write(request: Request) -> Submission:
+    class Echo(SubmissionWriter):
+        def __call__(self, request: Request) -> Submission:
             seen.append(request.threshold)
             return Submission([[i, "x"] for i in request.ids], ["id", "label"])
-        return write
+
+    @SUBMISSIONS.register("test_threshold_echo")
+    def echo() -> Echo:
+        return Echo()
 
     try:
         submit(str(path), None, "test", "train", "test_threshold_echo", {}, "path", threshold=0.42)

@@ -12,8 +12,7 @@ from typer.testing import CliRunner
 
 from petkit import embeddings as emb
 from petkit.cli import _register_commands, app
-
-from .conftest import tree_digest
+from tests.conftest import tree_digest
 
 _register_commands()
 runner = CliRunner()

@@ -21,15 +21,17 @@ def config_for(prepared, tmp_path, *extra):
 def test_best_checkpoint_and_early_stopping_follow_the_val_metric(prepared, tmp_path, monkeypatch):
     scores = iter([0.10, 0.50, 0.40, 0.45, 0.30, 0.90])  # epoch 0 (untrained), then epochs 1..5
 
-    def fake_validate(*args):
+    def fake_validate(self):
         return {f"val_{k}": 0.0 for k in trainer.VAL_METRICS} | {"val_recall@1": next(scores)}
 
-    monkeypatch.setattr(trainer, "_validate", fake_validate)
+    monkeypatch.setattr(trainer.Trainer, "validate", fake_validate)
     result = trainer.train(config_for(prepared, tmp_path, "train.epochs=5", "train.early_stopping_patience=2"))
     assert result.stopped_early and [row["epoch"] for row in result.history] == [0, 1, 2, 3]
     assert result.best_metric == 0.50
-    assert read_checkpoint(result.best_checkpoint)["epoch"] == 1
-    assert read_checkpoint(result.last_checkpoint)["epoch"] == 3
+    assert read_checkpoint(result.last_checkpoint)["training"]["epoch"] == 3
+    assert "training" not in read_checkpoint(result.best_checkpoint)  # best.pt: card and weights only
+    best_weights = read_checkpoint(result.best_checkpoint)["model"]["head.0.weight"]
+    assert not torch.equal(best_weights, read_checkpoint(result.last_checkpoint)["model"]["head.0.weight"])  # epoch 1, not 3
     rows = list(csv.DictReader((result.run_dir / "history.csv").open()))
     assert [float(r["val_recall@1"]) for r in rows] == [0.10, 0.50, 0.40, 0.45]
     assert "early stop" in (result.run_dir / "train.log").read_text()

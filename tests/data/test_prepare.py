@@ -8,8 +8,7 @@ from PIL import Image
 from petkit.data import manifest as mf
 from petkit.data.prepare import PrepareOptions, _allocate, parse_ratios, prepare
 from petkit.errors import PetkitError
-
-from .conftest import tree_digest
+from tests.conftest import tree_digest
 
 
 def _image(path, seed, size=(20, 24), fmt=None):

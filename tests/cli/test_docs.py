@@ -10,7 +10,7 @@ from petkit.cli import _register_commands, app
 from petkit.config import resolve
 from petkit.engine.trainer import check_components
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "examples").glob("*.yaml")), ids=lambda p: p.name)

@@ -5,8 +5,7 @@ import pytest
 from petkit.config import resolve
 from petkit.data.prepare import PrepareOptions, prepare
 from petkit.engine.trainer import train
-
-from .conftest import SHARED_DATASETS
+from tests.conftest import SHARED_DATASETS
 
 ATT = SHARED_DATASETS / "att_faces"
 
@@ -38,6 +37,7 @@ def test_pairs_threshold_calibrated_on_some_people_holds_on_others(tmp_path):
     import numpy as np
 
     from petkit import embeddings as emb
+    from petkit.engine.embedder import embed
     from petkit.evaluation import metrics as M
     from petkit.retrieval.calibration import calibrate
 
@@ -46,7 +46,7 @@ def test_pairs_threshold_calibrated_on_some_people_holds_on_others(tmp_path):
         f"data.manifest={prepared.manifest_path}", f"output_dir={tmp_path / 'runs'}", "name=att",
         "data.image_size=64", "model.backbone.args.model=resnet10t", "data.sampler.args.p=8", "train.epochs=4",
     ])
-    data = emb.embed(train(config).best_checkpoint, prepared.manifest_path)
+    data = embed(train(config).best_checkpoint, prepared.manifest_path)
     emb.save(tmp_path / "all.npz", data)
     document = calibrate(tmp_path / "all.npz", 0.05, split="val", mode="pairs")
     assert document["achieved_far"] <= 0.05

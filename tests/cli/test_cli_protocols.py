@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from petkit import embeddings as emb
+from tests.conftest import tree_digest
 
-from .conftest import tree_digest
 from .test_cli import run, run_cli, trained  # noqa: F401  (the module-scoped trained model)
 
 
