@@ -4,6 +4,12 @@ Every schedule is a factor on each parameter group's base learning rate, compute
 fractional epoch ``t = step / steps_per_epoch``; an optional linear warmup multiplies any of
 them. ``plateau`` also listens to the validation metric at each epoch end. One class instead
 of torch's scheduler zoo keeps warmup, resume (``state_dict``) and per-batch stepping uniform.
+
+Why not timm's schedulers (``timm.scheduler``): they are driven by two calls (``step(epoch)`` and
+``step_update(num_updates)``) with warmup counted in epochs or updates depending on a flag, and
+their plateau scheduler wraps torch's ``ReduceLROnPlateau``, which cannot combine with warmup or
+resume its own step count; here every schedule is one factor of the fractional epoch, stepped per
+optimiser step, with one ``state_dict`` (the accumulation and resume tests rely on it).
 """
 
 from __future__ import annotations

@@ -59,3 +59,56 @@ def test_unknown_val_metric_fails_before_training(prepared, tmp_path):
     with pytest.raises(PetkitError, match="train.val_metric 'accuracy'"):
         trainer.train(config_for(prepared, tmp_path, "train.val_metric=accuracy"))
     assert not (tmp_path / "t").exists()
+
+
+def test_callbacks_see_every_epoch_and_the_log_follows_the_val_metric(prepared, tmp_path):
+    from petkit.engine.callbacks import Callback
+
+    class Recorder(Callback):
+        def __init__(self):
+            self.events = []
+
+        def on_fit_start(self, trainer):
+            self.events.append(("start", (trainer.run_dir / "config.yaml").is_file()))
+
+        def on_epoch_end(self, trainer, row):
+            self.events.append(("epoch", row["epoch"], trainer.best_path.exists() or row["epoch"] == 0))
+
+        def on_fit_end(self, trainer, result):
+            self.events.append(("end", len(result.history)))
+
+    recorder = Recorder()
+    result = trainer.train(config_for(prepared, tmp_path, "train.epochs=2", "train.val_metric=mAP@R"), callbacks=[recorder])
+    assert recorder.events == [("start", True), ("epoch", 0, True), ("epoch", 1, True), ("epoch", 2, True), ("end", 3)]
+    log = (result.run_dir / "train.log").read_text()
+    assert "val_mAP@R=" in log and "val_recall@1" not in log and result.val_metric == "mAP@R"
+
+
+def test_tensorboard_logger_writes_the_epoch_scalars(prepared, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result = trainer.train(config_for(prepared, tmp_path, "train.epochs=2", "train.loggers=[tensorboard]"))
+    events = EventAccumulator(str(result.run_dir / "tensorboard"))
+    events.Reload()
+    recall = [(e.step, e.value) for e in events.Scalars("epoch/val_recall@1")]
+    history = list(csv.DictReader((result.run_dir / "history.csv").open()))
+    assert [step for step, _ in recall] == [0, 1, 2]
+    assert [round(v, 4) for _, v in recall] == [round(float(r["val_recall@1"]), 4) for r in history]
+    with pytest.raises(PetkitError, match="unknown logger"):
+        trainer.train(config_for(prepared, tmp_path, "name=x", "train.loggers=[wandb]"))
+
+
+def test_fakes_are_left_out_before_the_sampler_is_built(tmp_path):
+    from petkit.data.prepare import PrepareOptions, prepare
+    from petkit.data.synthetic import generate
+
+    pets = generate(tmp_path / "pets", identities=6, images_per_identity=4, size=32, seed=2, fakes_per_identity=1)
+    manifest = prepare(pets, tmp_path / "data", PrepareOptions(split_by="none")).manifest_path
+    run = trainer.Trainer(config_for(manifest, tmp_path / "runs", "train.epochs=1"))
+    run.setup()
+    assert len(run.train_rows) == 24 and len(run.labels) == 24 and run.is_fake is None
+    assert max(i for batch in run.sampler for i in batch) < 24
+    quad = trainer.Trainer(config_for(manifest, tmp_path / "runs2", "train.epochs=1", "loss=quadruplet"))
+    quad.setup()
+    assert len(quad.train_rows) == 30 and int(quad.is_fake.sum()) == 6 and len(quad.identities) == 6

@@ -133,3 +133,34 @@ def test_verification_pairs_all_and_sampled():
     s2, same2, sampled2 = verification_pairs(x, y, max_pairs=500)
     assert sampled2 and len(s2) == 500
     assert roc_auc(s2, same2) == pytest.approx(roc_auc(scores, same), abs=0.08)
+
+
+def test_vectorised_identity_topk_equals_the_per_query_walk():
+    """top-K identity accuracy: the true identity among the first K distinct identities of the ranking."""
+    from petkit.evaluation.metrics import _identity_topk
+
+    def walk(order, relevant, labels, k):
+        hits = []
+        for i in range(len(order)):
+            seen, hit = set(), False
+            for j in range(order.shape[1]):
+                label = labels[order[i, j]]
+                if label in seen:
+                    continue
+                if relevant[i, j]:
+                    hit = True
+                    break
+                seen.add(label)
+                if len(seen) >= k:
+                    break
+            hits.append(hit)
+        return np.array(hits)
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        gallery, queries = int(rng.integers(1, 30)), int(rng.integers(1, 8))
+        labels = rng.integers(0, int(rng.integers(1, 8)), gallery).astype(str)
+        order = np.argsort(rng.random((queries, gallery)), axis=1)
+        relevant = labels[order] == rng.integers(0, 8, queries).astype(str)[:, None]
+        for k in (1, 2, 3, 5):
+            np.testing.assert_array_equal(_identity_topk(order, relevant, labels, k), walk(order, relevant, labels, k))
