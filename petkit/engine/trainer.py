@@ -390,9 +390,7 @@ class Trainer:
                 f"cannot resume {path}: the model or loss in the config differs from the one it was trained with",
                 "resume with the run's own config.yaml (only train.* settings may change)",
             )
-        training = saved.get("training")
-        if training is None:  # a version 1 run checkpoint: the training state at the top level
-            training = {**saved, "rng": saved["rng"]}
+        training = saved.get("training", saved)  # version 1 run checkpoints keep it at the top level
         load_model_state(self.model, training.get("train_model", saved["model"]), str(path))
         if self.ema is not None:
             if "train_model" not in training and "ema" not in training:
