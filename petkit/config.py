@@ -13,11 +13,12 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 
 from petkit.errors import PetkitError
+from petkit.limits import AT_LEAST_ONE, IMAGE_SIZE, Range, check_annotated, check_finite
 
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
 
@@ -33,11 +34,11 @@ class Component:
 @dataclass
 class DataConfig:
     manifest: str | None = None  # resolved relative to the working directory
-    image_size: int = 112
-    mean: list[float] | None = None  # None: the backbone's pretrained config
-    std: list[float] | None = None
+    image_size: Annotated[int, IMAGE_SIZE] = 112
+    mean: Annotated[list[float], Range(0, 1)] | None = None  # None: the backbone's pretrained config
+    std: Annotated[list[float], Range(0, 1, low_open=True)] | None = None
     cache_images: bool = True  # decode + resize each image once, keep uint8 in memory
-    num_workers: int = 2  # decoding threads when cache_images is false
+    num_workers: Annotated[int, Range(0, 256)] = 2  # decoding threads when cache_images is false
     # batched: fast on-device warp + jitter; pet_faces / faces_distortion / classification / v2: torchvision v2
     augment: Component = field(default_factory=lambda: Component("batched"))
     sampler: Component = field(default_factory=lambda: Component("pk", {"p": 16, "k": 4}))
@@ -56,28 +57,30 @@ class ModelConfig:
 @dataclass
 class OptimConfig:
     optimizer: Component = field(default_factory=lambda: Component("adamw"))  # adamw | adam | sgd
-    lr: float = 1e-3
-    weight_decay: float = 0.05  # not applied to biases and norm weights
+    lr: Annotated[float, Range(0, 10, low_open=True, hint="typical values: 1e-4 - 1e-2")] = 1e-3
+    weight_decay: Annotated[float, Range(0, 10)] = 0.05  # not applied to biases and norm weights
     schedule: Component = field(
         default_factory=lambda: Component("warmup_cosine", {"warmup_epochs": 1.0, "min_lr_ratio": 0.01})
     )
     # per parameter group learning rates: backbone, head, loss (ArcFace centres...); others use lr
-    group_lr: dict[str, float] = field(default_factory=dict)
+    group_lr: dict[str, Annotated[float, Range(0, 10, low_open=True)]] = field(default_factory=dict)
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 20
+    epochs: Annotated[int, Range(1, 100_000)] = 20
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: Precision = "auto"  # auto: bf16 where the device runs it fast, else fp16/fp32
     channels_last: bool = True
-    grad_clip: float | None = 5.0  # max global gradient norm; null disables
+    # max global gradient norm; null disables
+    grad_clip: Annotated[float, Range(0, low_open=True, hint="a max gradient norm such as 5, or null to disable")] | None = 5.0
     val_metric: str = "recall@1"
-    early_stopping_patience: int | None = 5  # epochs without improvement; null disables
-    accumulate_steps: int = 1  # optimiser step every N batches (mining still sees one batch at a time)
-    ema_decay: float | None = None  # e.g. 0.999: validate and save an exponential moving average of the weights
+    early_stopping_patience: Annotated[int, AT_LEAST_ONE] | None = 5  # epochs without improvement; null disables
+    accumulate_steps: Annotated[int, Range(1, 1024)] = 1  # optimiser step every N batches (mining still sees one batch at a time)
+    # e.g. 0.999: validate and save an exponential moving average of the weights
+    ema_decay: Annotated[float, Range(0, 1, low_open=True, high_open=True, hint="typical values: 0.99 - 0.9999")] | None = None
     loggers: list[str] = field(default_factory=list)  # live loggers beside history.csv: tensorboard
-    seed: int = 0
+    seed: Annotated[int, Range(0, 2**63 - 1)] = 0
 
 
 @dataclass
@@ -120,7 +123,7 @@ def _build(cls: type, data: Any, where: str) -> Any:
             f"config key '{where or '<root>'}' must be a mapping, got {type(data).__name__} {data!r}",
             _hint_for(cls),
         )
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     known = [f.name for f in dataclasses.fields(cls)]
     for key in data:
         if key not in known:
@@ -139,6 +142,8 @@ def _build(cls: type, data: Any, where: str) -> Any:
 
 def _convert(tp: Any, value: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
+    if origin is Annotated:  # a declared range (petkit.limits): convert, then check
+        return check_annotated(tp, _convert(tp.__origin__, value, where), f"config key '{where}'")
     if origin in (Union, types.UnionType):
         options = typing.get_args(tp)
         if value is None and type(None) in options:
@@ -170,8 +175,11 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise PetkitError(f"config key '{where}' must be a mapping, got {value!r}")
+        args = typing.get_args(tp)
+        if args and args[1] is not Any:
+            return {k: _convert(args[1], v, f"{where}.{k}") for k, v in value.items()}
         return dict(value)
-    return _scalar(tp, value, where)
+    return check_finite(_scalar(tp, value, where), f"config key '{where}'")
 
 
 def _scalar(tp: Any, value: Any, where: str) -> Any:
@@ -222,7 +230,26 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise PetkitError(f"{path} must hold a mapping of config keys, got {type(data).__name__}")
+    _limit_size(data, str(path))
     return data
+
+
+MAX_CONFIG_NODES = 100_000  # a real config has a few hundred values
+
+
+def _limit_size(data: Any, where: str) -> None:
+    """Refuse YAML whose aliases expand to an enormous tree ('billion laughs'): copying it would exhaust memory."""
+    stack, seen = [data], 0
+    while stack:
+        node = stack.pop()
+        seen += 1
+        if seen > MAX_CONFIG_NODES:
+            raise PetkitError(f"{where} expands to more than {MAX_CONFIG_NODES:,} values (nested YAML aliases?)",
+                              "write the config out without recursive anchors")
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
 
 
 class _OverrideLoader(yaml.SafeLoader):
@@ -339,6 +366,7 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
             value = yaml.load(raw, Loader=_OverrideLoader)  # noqa: S506 - a SafeLoader subclass
         except yaml.YAMLError as exc:
             raise PetkitError(f"override '{assignment}': the value is not valid YAML") from exc
+        _limit_size(value, f"override '{key.strip()}'")
     set_key(data, key, value, where=assignment)
 
 

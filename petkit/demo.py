@@ -11,7 +11,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Annotated, Callable, Sequence
 
 import torch
 
@@ -29,6 +29,7 @@ from petkit.errors import PetkitError
 from petkit.evaluation.evaluate import evaluate, metric_value
 from petkit.export.onnx import export_onnx
 from petkit.io import write_json
+from petkit.limits import Range, checked
 from petkit.models.model import build_model
 from petkit.submit.writers import submit, write_submission
 
@@ -60,10 +61,11 @@ def prepare_workdir(workdir: Path, overwrite: bool) -> None:
     (workdir / MARKER).write_text("written by 'petkit demo'; safe to delete\n")
 
 
+@checked
 def run_demo(
     workdir: str | Path = "demo-output",
-    identities: int = 160,
-    images_per_identity: int = 8,
+    identities: Annotated[int, Range(4, 100_000)] = 160,
+    images_per_identity: Annotated[int, Range(2, 10_000)] = 8,
     overrides: list[str] | None = None,
     overwrite: bool = False,
     callbacks: Sequence[Callback] = (),

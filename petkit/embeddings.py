@@ -11,6 +11,7 @@ empty where the manifest has no value); scalars ``format``, ``version``, ``finge
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,12 +68,35 @@ class EmbeddingSet:
         return self if value is None else self.subset(self.columns[name] == value)
 
 
+FINGERPRINT = re.compile(r"[A-Za-z0-9_.:-]{1,128}")  # petkit writes 16 hex digits; plugins may name models otherwise
+
+
+def check_vectors(vectors: np.ndarray, fingerprint: str, where: str) -> np.ndarray:
+    """The one rule for vectors read or written anywhere: a finite float [N, D] matrix from a named model.
+
+    A NaN vector scores NaN against everything (ranked arbitrarily by faiss and numpy alike) and a
+    vector without a model fingerprint could be mixed with any model's: both are refused.
+    """
+    if not isinstance(vectors, np.ndarray) or vectors.ndim != 2 or vectors.dtype.kind != "f":
+        raise PetkitError(f"{where}: vectors must be a float matrix [N, D], got {getattr(vectors, 'shape', type(vectors).__name__)}",
+                          "re-create the file with 'petkit embed'")
+    bad = ~np.isfinite(vectors).all(axis=1)
+    if bad.any():
+        raise PetkitError(f"{where}: {int(bad.sum())} of {len(vectors)} vectors hold NaN or infinity (first at row {int(np.argmax(bad))})",
+                          "the model that made them is broken (NaN weights?); re-train or embed with a sound checkpoint")
+    if not isinstance(fingerprint, str) or not FINGERPRINT.fullmatch(fingerprint):
+        raise PetkitError(f"{where}: no valid model fingerprint ({fingerprint!r}); vectors of unknown origin cannot be compared",
+                          "re-create the file with 'petkit embed' from a checkpoint or model.onnx")
+    return vectors
+
+
 def from_manifest(vectors: np.ndarray, manifest: mf.Manifest, fingerprint: str, model: str) -> EmbeddingSet:
     columns = {name: np.array(manifest.values(column), dtype=str) for name, column in COLUMNS.items()}
     return EmbeddingSet(vectors.astype(np.float32), columns, fingerprint, model, str(manifest.root))
 
 
 def save(path: str | Path, embeddings: EmbeddingSet) -> None:
+    check_vectors(embeddings.vectors, embeddings.fingerprint, f"embeddings for {path}")
     with atomic_path(path) as tmp:
         with tmp.open("wb") as handle:  # a file object: np.savez would append '.npz' to a name
             np.savez(
@@ -84,9 +108,17 @@ def save(path: str | Path, embeddings: EmbeddingSet) -> None:
 
 def load(path: str | Path) -> EmbeddingSet:
     arrays = load_versioned_npz(path, FORMAT, VERSION, "embeddings", "create it with 'petkit embed'")
-    vectors = arrays["vectors"].astype(np.float32, copy=False)
-    columns = {name: arrays[name].astype(str) if name in arrays else np.full(len(vectors), "", dtype=str) for name in COLUMNS}
-    return EmbeddingSet(vectors, columns, str(arrays["fingerprint"]), str(arrays["model"]), str(arrays["root"]))
+    try:
+        vectors = check_vectors(arrays["vectors"], str(arrays["fingerprint"]), str(path)).astype(np.float32, copy=False)
+        columns = {name: arrays[name].astype(str) if name in arrays else np.full(len(vectors), "", dtype=str) for name in COLUMNS}
+        model, root = str(arrays["model"]), str(arrays["root"])
+    except KeyError as exc:
+        raise PetkitError(f"{path} lacks the array {exc}", "re-create it with 'petkit embed'") from exc
+    wrong = [name for name, column in columns.items() if column.shape != (len(vectors),)]
+    if wrong:
+        raise PetkitError(f"{path}: the array(s) {', '.join(wrong)} do not have one entry per vector ({len(vectors)})",
+                          "the file was altered; re-create it with 'petkit embed'")
+    return EmbeddingSet(vectors, columns, str(arrays["fingerprint"]), model, root)
 
 
 def query_gallery(data: EmbeddingSet, query_split: str | None, gallery_split: str | None,

@@ -22,6 +22,7 @@ from importlib import metadata
 from typing import Any, Callable, Iterator
 
 from petkit.errors import PetkitError
+from petkit.limits import check_args
 
 
 class PluginWarning(UserWarning):
@@ -156,7 +157,22 @@ class Registry:
             ) from exc
         except ValueError:  # no signature to check (a builtin): let the call speak
             pass
+        check_args(factory, args, lambda arg: f"{self.noun} '{name}': {arg}")  # declared ranges (petkit.limits)
         return self.check(factory(**kwargs), name)
+
+    def validate(self, spec: Any) -> None:
+        """Check a spec's name, argument names and declared ranges without building it (before any data is read)."""
+        name, args = (spec["name"], spec.get("args")) if isinstance(spec, dict) else (spec.name, spec.args)
+        factory = self.get(name)
+        args = dict(args or {})
+        try:
+            inspect.signature(factory).bind_partial(**args)
+        except TypeError as exc:
+            raise PetkitError(f"{self.noun} '{name}' rejected its arguments {sorted(args)}: {exc}",
+                              f"check the 'args' of this {self.noun} in your config") from exc
+        except ValueError:
+            pass
+        check_args(factory, args, lambda arg: f"{self.noun} '{name}': {arg}")
 
     def check(self, obj: Any, name: str) -> Any:
         """``obj`` if it meets this registry's interface, else one clear error naming the component."""

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from petkit.cli.common import console, parse_options, written
+from petkit.cli.common import console, err_console, parse_options, written
 from petkit.data.manifest import UNKNOWN_IDENTITY
 
 app = typer.Typer(help="Build and maintain a saved gallery index (faiss) of enrolled individuals.", no_args_is_help=True)
@@ -104,9 +104,12 @@ def search_command(
 
     index = GalleryIndex.load(index_path)
     with progress_bar("embedding") as tracker:
-        matches, threshold, source = search(index, images, model, top_k, threshold, calibration, device, tracker, tracker.set_total,
-                                            out=out, overwrite=overwrite)
-    _print_matches(matches, threshold, source, unknown_label)
+        result = search(index, images, model, top_k, threshold, calibration, device, tracker, tracker.set_total, out=out, overwrite=overwrite)
+    _print_matches(result.matches, result.threshold, result.source, unknown_label)
+    for image, reason in result.skipped:
+        err_console.print(f"[yellow]skipped:[/] {image}: {reason}")
+    if result.skipped:
+        console.print(f"answered {len({m.image for m in result.matches})} images; skipped {len(result.skipped)} that could not be decoded")
     if out:
         written(("matches", out))
 

@@ -115,6 +115,8 @@ def _summary(result) -> None:
     best = f"best val {result.val_metric} {result.best_metric:.4f}" if result.best_metric is not None else "no val split: best = last"
     stop = f" ({result.stop_reason})" if result.stop_reason else ""
     console.print(f"trained {len(result.history) - (1 if result.history and result.history[0]['epoch'] == 0 else 0)} epochs{stop}; {best}")
+    for warning in result.warnings:
+        err_console.print(f"[yellow]{warning}[/]")
     written(("best checkpoint", result.best_checkpoint), ("last checkpoint", result.last_checkpoint),
             ("history", result.run_dir / "history.csv"), ("config", result.run_dir / "config.yaml"),
             ("log", result.run_dir / "train.log"))

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Annotated, Any, Callable
 
 import torch
 import torch.nn.functional as F
 
 from petkit.errors import PetkitError
+from petkit.limits import FRACTION, Range
 from petkit.registry import AUGMENTATIONS
 
 Augmentation = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
@@ -149,8 +150,10 @@ PRESETS: dict[str, list[dict[str, Any]]] = {
 
 
 @AUGMENTATIONS.register("batched")
-def batched(hflip: bool = True, scale: list[float] = (0.75, 1.0), shift: float = 0.08, rotate: float = 10.0, brightness: float = 0.3,
-            contrast: float = 0.3, saturation: float = 0.3, grayscale_p: float = 0.1) -> BatchedAugment:
+def batched(hflip: bool = True, scale: Annotated[list[float], Range(0.05, 4)] = (0.75, 1.0), shift: Annotated[float, FRACTION] = 0.08,
+            rotate: Annotated[float, Range(0, 180)] = 10.0, brightness: Annotated[float, FRACTION] = 0.3,
+            contrast: Annotated[float, FRACTION] = 0.3, saturation: Annotated[float, FRACTION] = 0.3,
+            grayscale_p: Annotated[float, FRACTION] = 0.1) -> BatchedAugment:
     """Fast on-device batch warp (zoom, shift, rotate, flip) + colour jitter + random grayscale."""
     return BatchedAugment(hflip, list(scale), shift, rotate, brightness, contrast, saturation, grayscale_p)
 

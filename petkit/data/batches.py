@@ -41,18 +41,29 @@ class ManifestImages(Dataset):
 
 
 class ImageStore:
-    """Where batches come from: an in-memory uint8 cache or decoding threads."""
+    """Where batches come from: an in-memory uint8 cache or decoding threads.
+
+    ``skip_unreadable``: an image that fails to decode becomes a black placeholder in its batch and
+    is recorded in ``failed`` (index -> reason) instead of ending the run, for callers that answer
+    every readable image and report the rest (search).
+    """
 
     def __init__(self, manifest: Manifest, image_size: int, cache: bool = True, num_workers: int = 2,
-                 progress: Callable[[int], None] | None = None):
+                 progress: Callable[[int], None] | None = None, skip_unreadable: bool = False):
         self.dataset = ManifestImages(manifest, image_size)
         self.num_workers = num_workers
+        self.skip_unreadable = skip_unreadable
+        self.failed: dict[int, str] = {}
         self.images: torch.Tensor | None = None
         if cache:
             self.images = decode_all(self.dataset, progress)
 
     def __len__(self) -> int:
         return len(self.dataset)
+
+    def paths_of(self, indices: list[int], mask) -> list[str]:
+        """The image paths of ``indices`` where ``mask`` is true (for error messages)."""
+        return [str(self.dataset.paths[i]) for i, keep in zip(indices, mask) if keep]
 
     def batches(self, index_lists: Iterable[list[int]]) -> Iterator[tuple[list[int], torch.Tensor]]:
         index_lists = list(index_lists)
@@ -67,11 +78,9 @@ class ImageStore:
 
     def _decoded_in_processes(self, index_lists: list[list[int]]) -> Iterator[tuple[list[int], torch.Tensor]]:
         loader = DataLoader(_Reported(self.dataset), batch_sampler=index_lists, num_workers=self.num_workers,
-                            collate_fn=_stack_or_error, prefetch_factor=4)
-        for indices, batch in zip(index_lists, loader):
-            if isinstance(batch, PetkitError):
-                raise batch
-            yield indices, batch
+                            collate_fn=list, prefetch_factor=4)
+        for indices, items in zip(index_lists, loader):
+            yield indices, self._collect(indices, items)
 
     def _decoded_ahead(self, index_lists: list[list[int]]) -> Iterator[tuple[list[int], torch.Tensor]]:
         """Decode upcoming batches in threads while the caller works on the current one."""
@@ -88,7 +97,24 @@ class ImageStore:
                 yield done, future.result()
 
     def _stack(self, indices: list[int]) -> torch.Tensor:
-        return torch.stack([self.dataset[i] for i in indices])
+        return self._collect(indices, [_reported(self.dataset, i) for i in indices])
+
+    def _collect(self, indices: list[int], items: list) -> torch.Tensor:
+        """Stack decoded images; a decoding error ends the batch, or (skipping) leaves a placeholder and a record."""
+        size = self.dataset.image_size
+        for index, item in zip(indices, items):
+            if isinstance(item, PetkitError):
+                if not self.skip_unreadable:
+                    raise item
+                self.failed[index] = item.message
+        return torch.stack([torch.zeros((3, size, size), dtype=torch.uint8) if isinstance(item, PetkitError) else item for item in items])
+
+
+def _reported(dataset: ManifestImages, index: int):
+    try:
+        return dataset[index]
+    except PetkitError as error:
+        return error
 
 
 class _Reported(Dataset):
@@ -101,15 +127,7 @@ class _Reported(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int):
-        try:
-            return self.dataset[index]
-        except PetkitError as error:
-            return error
-
-
-def _stack_or_error(items: list):
-    errors = [item for item in items if isinstance(item, PetkitError)]
-    return errors[0] if errors else torch.stack(items)
+        return _reported(self.dataset, index)
 
 
 def decode_all(dataset: ManifestImages, progress: Callable[[int], None] | None = None, workers: int = 4) -> torch.Tensor:

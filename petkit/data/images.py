@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -25,8 +27,26 @@ def is_image_name(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
 
-def open_rgb(path: str | Path, min_size: int | None = None) -> Image.Image:
-    """Decode fully (so truncation surfaces here) and return an RGB image, EXIF-rotated.
+# The one size rule for 'prepare' (which leaves such files out) and every reader (which refuses
+# them): PIL's own decompression-bomb limit, about 89 Mpx (a 12000 x 12000 PNG of a few KB
+# would otherwise take 430 MB to decode, per image, per worker).
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+
+
+class TooLarge(PetkitError):
+    """An image refused by the size rule (not a decoding failure)."""
+
+
+def too_large(size: tuple[int, int]) -> str | None:
+    """Why an image of ``size`` (width, height) is refused, or None."""
+    if size[0] * size[1] > MAX_PIXELS:
+        return f"{size[0]}x{size[1]} pixels exceeds the {MAX_PIXELS / 1e6:.0f} Mpx limit (decompression-bomb guard)"
+    return None
+
+
+@contextlib.contextmanager
+def opened(path: str | Path, min_size: int | None = None) -> Iterator[Image.Image]:
+    """The image, fully decoded (so truncation surfaces here), after the size rule; PIL's errors as PetkitError.
 
     ``min_size``: the caller will shrink the image to this side anyway, so a JPEG may be decoded
     at a reduced scale in the DCT domain (1/2, 1/4, 1/8), never below ``min_size``: several times
@@ -36,16 +56,26 @@ def open_rgb(path: str | Path, min_size: int | None = None) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
+                reason = too_large(image.size)
+                if reason:
+                    raise TooLarge(f"image {path} is refused: {reason}", "shrink it, or leave it out ('petkit prepare' does)")
                 if min_size and image.format == "JPEG":
                     image.draft("RGB", (min_size, min_size))
                 image.load()
-                image = ImageOps.exif_transpose(image)
-                return _to_rgb(image)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombWarning) as exc:
+                yield image
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:  # PIL's check at open, same limit
+        raise TooLarge(f"image {path} is refused: {exc}", "shrink it, or leave it out ('petkit prepare' does)") from None
+    except (OSError, ValueError, SyntaxError) as exc:
         raise PetkitError(
             f"cannot decode image {path}: {exc}",
             "re-run 'petkit prepare' to exclude unreadable files from the manifest",
         ) from exc
+
+
+def open_rgb(path: str | Path, min_size: int | None = None) -> Image.Image:
+    """Decode fully and return an RGB image, EXIF-rotated (see :func:`opened`)."""
+    with opened(path, min_size) as image:
+        return _to_rgb(ImageOps.exif_transpose(image))
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

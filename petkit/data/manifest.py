@@ -7,8 +7,10 @@ are read as version 1.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -79,45 +81,117 @@ class Manifest:
         return Manifest(self.root, [r for r in self.rows if r.get(SPLIT) == split], self.columns)
 
 
-def read_manifest(path: str | Path) -> Manifest:
+MAX_IDENTITY_LENGTH = 200
+
+
+def text_problem(value: str, what: str) -> str | None:
+    """Why ``value`` cannot be a manifest field, or None: the one rule 'prepare' (which leaves such
+    files out) and the reader (which refuses them) share. Control characters and line or paragraph
+    separators break a CSV record in two for some readers (``str.splitlines`` splits on ``\\x1c``,
+    ``\\x85``, ``\\u2028``...) and hide in a terminal; an identity longer than 200 characters is a
+    pasted sentence, not a name."""
+    for position, char in enumerate(value):
+        if unicodedata.category(char) in ("Cc", "Zl", "Zp"):
+            return f"{what} holds the control character {char!r} at position {position + 1}; rename it"
+    if what == "identity" and len(value) > MAX_IDENTITY_LENGTH:
+        return f"identity is {len(value)} characters long (at most {MAX_IDENTITY_LENGTH})"
+    return None
+
+
+def _decode(path: Path) -> str:
+    """UTF-8 (with or without a BOM), or UTF-16 with a BOM (Excel's 'Unicode text'); anything else is refused."""
+    data = path.read_bytes()
+    if data[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+        try:
+            return data.decode("utf-16")
+        except UnicodeDecodeError as exc:
+            raise PetkitError(f"{path} starts as UTF-16 but is not valid UTF-16 ({exc.reason})", "save it as UTF-8 CSV") from exc
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise PetkitError(f"{path}, line {line}: not UTF-8 (byte 0x{data[exc.start]:02x}); petkit reads manifests as UTF-8",
+                          "save it as 'CSV UTF-8' (Excel) or convert it: iconv -f latin1 -t utf-8") from exc
+
+
+def read_manifest(path: str | Path, check_files: bool = True) -> Manifest:
+    """Read and check every row: one record per line (a stray quote cannot swallow the rest of the
+    file), fields by :func:`text_problem`, allowed values, and (``check_files``) every path an existing file."""
     path = Path(path)
     if not path.is_file():
         raise PetkitError(
             f"manifest not found: {path}", "create one with 'petkit prepare SRC -o OUT'"
         )
-    text = path.read_text(encoding="utf-8-sig")
-    lines = text.splitlines()
-    if lines and lines[0].startswith(HEADER_PREFIX):
-        version = lines[0][len(HEADER_PREFIX):].strip()
-        if version != str(VERSION):
-            raise PetkitError(
-                f"{path} is manifest version {version}; this petkit reads version {VERSION}",
-                "upgrade petkit or re-run 'petkit prepare'",
-            )
-        lines = lines[1:]
-    reader = csv.DictReader(lines)
-    columns = reader.fieldnames or []
+    columns, records = csv_records(path)
     missing = [c for c in REQUIRED if c not in columns]
     if missing:
         raise PetkitError(
             f"{path} lacks the required column(s) {', '.join(missing)} (found: {', '.join(columns) or 'none'})",
             "a manifest needs at least the header 'path,identity'",
         )
+    root = path.parent.resolve()
     rows = []
-    for line_no, row in enumerate(reader, start=2 + (text.startswith(HEADER_PREFIX))):
-        if None in row:
-            raise PetkitError(f"{path}, line {line_no}: more fields than the header has columns")
-        row = {k: (v or "").strip() for k, v in row.items()}
+    for line_no, fields in records:
+        if len(fields) > len(columns):
+            raise PetkitError(f"{path}, line {line_no}: {len(fields)} fields, but the header has {len(columns)} columns",
+                              "quote fields that contain commas")
+        row = {column: (fields[i].strip() if i < len(fields) else "") for i, column in enumerate(columns)}
         _validate_row(row, path, line_no)
+        if check_files:
+            file = Path(row[PATH]) if Path(row[PATH]).is_absolute() else root / row[PATH]
+            if not file.is_file():
+                raise PetkitError(f"{path}, line {line_no}: {row[PATH]} does not exist (paths are relative to the manifest's folder)",
+                                  "fix the path, or re-run 'petkit prepare' to list the files that are there")
         rows.append(row)
     if not rows:
         raise PetkitError(f"{path} lists no images", "check that the manifest has data rows")
-    return Manifest(path.parent.resolve(), rows, list(columns))
+    return Manifest(root, rows, list(columns))
+
+
+def csv_records(path: Path):
+    """(header columns, iterator of (line number, fields)): the one CSV reader of manifests and pairs files.
+
+    UTF-8 (or UTF-16 with a BOM), an optional ``# petkit-manifest vN`` first line, one record per line."""
+    text = _decode(path)
+    first = 1
+    if text.startswith(HEADER_PREFIX):
+        header, _, text = text.partition("\n")
+        version = header[len(HEADER_PREFIX):].strip()
+        if version != str(VERSION):
+            raise PetkitError(
+                f"{path} is manifest version {version}; this petkit reads version {VERSION}",
+                "upgrade petkit or re-run 'petkit prepare'",
+            )
+        first = 2
+    reader = csv.reader(io.StringIO(text, newline=""))
+    records = _records(reader, path, first)
+    columns = [c.strip() for c in next(records, (first, []))[1]]
+    return columns, records
+
+
+def _records(reader, path: Path, first: int):
+    """(line number, fields) per non-blank record; a record must sit on one line."""
+    previous = 0
+    try:
+        for fields in reader:
+            line_no, spanned = first + previous, reader.line_num - previous
+            previous = reader.line_num
+            if spanned > 1:
+                raise PetkitError(f"{path}, line {line_no}: a quoted field runs on over {spanned} lines (an unbalanced quote \")?",
+                                  "every record of a manifest sits on one line; close the quote or remove it")
+            if fields and any(f.strip() for f in fields):
+                yield line_no, fields
+    except csv.Error as exc:
+        raise PetkitError(f"{path}, line {first + reader.line_num - 1}: {exc}", "check the quoting on that line") from exc
 
 
 def _validate_row(row: dict[str, str], path: Path, line_no: int) -> None:
     if not row.get(PATH):
         raise PetkitError(f"{path}, line {line_no}: empty '{PATH}'")
+    for column, what in ((PATH, "file name"), (IDENTITY, "identity")):
+        problem = text_problem(row.get(column, ""), what)
+        if problem:
+            raise PetkitError(f"{path}, line {line_no}: {problem}")
     if not row.get(IDENTITY) and row.get(ROLE) != "query":
         raise PetkitError(f"{path}, line {line_no}: empty '{IDENTITY}'",
                           "only unlabelled query images (role=query, e.g. a challenge's test images) may leave it empty")

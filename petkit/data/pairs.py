@@ -9,7 +9,6 @@ or ``petkit evaluate --option verification.pairs=pairs.csv`` look the pairs up b
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,8 +36,8 @@ class Pairs:
 def is_pairs_file(path: Path) -> bool:
     if path.suffix.lower() != ".csv" or not path.is_file():
         return False
-    with path.open(encoding="utf-8-sig") as handle:
-        header = handle.readline()
+    with path.open("rb") as handle:
+        header = handle.readline(65536).decode("utf-8", "replace")  # detection only: the reader checks the encoding
     return PATH_A in header and PATH_B in header
 
 
@@ -46,18 +45,22 @@ def read_pairs(path: str | Path) -> Pairs:
     path = Path(path)
     if not path.is_file():
         raise PetkitError(f"pairs file not found: {path}", f"a CSV with columns {PAIR_ID},{PATH_A},{PATH_B}[,{SAME}]")
-    reader = csv.DictReader(path.read_text(encoding="utf-8-sig").splitlines())
-    columns = reader.fieldnames or []
+    columns, records = mf.csv_records(path)
     missing = [c for c in (PATH_A, PATH_B) if c not in columns]
     if missing:
         raise PetkitError(f"{path} lacks the column(s) {', '.join(missing)} (found: {', '.join(columns) or 'none'})",
                           f"a pairs file needs the header {PAIR_ID},{PATH_A},{PATH_B}[,{SAME}]")
     root = path.parent.resolve()
     ids, a, b, same = [], [], [], []
-    for line_no, row in enumerate(reader, start=2):
-        if None in row or not row.get(PATH_A) or not row.get(PATH_B):
+    for line_no, fields in records:
+        row = dict(zip(columns, fields))
+        if len(fields) > len(columns) or not row.get(PATH_A) or not row.get(PATH_B):
             raise PetkitError(f"{path}, line {line_no}: expected {PAIR_ID},{PATH_A},{PATH_B}[,{SAME}] with both paths set")
-        ids.append((row.get(PAIR_ID) or str(line_no - 1)).strip())
+        for column in (PATH_A, PATH_B):
+            problem = mf.text_problem(row[column], "file name")
+            if problem:
+                raise PetkitError(f"{path}, line {line_no}: {problem}")
+        ids.append((row.get(PAIR_ID) or str(len(ids) + 1)).strip())
         a.append(_absolute(root, row[PATH_A]))
         b.append(_absolute(root, row[PATH_B]))
         if SAME in columns:

@@ -15,17 +15,16 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
-
-from PIL import Image
+from typing import Annotated, Callable, Literal
 
 from petkit import __version__
 from petkit.data import manifest as mf
-from petkit.data.images import SUFFIX_FORMATS, is_image_name
+from petkit.data.images import SUFFIX_FORMATS, TooLarge, is_image_name, opened
 from petkit.data.sources import build_source, detect_format
 from petkit.errors import PetkitError
 from petkit.interfaces import Candidate
 from petkit.io import refuse_overwrite, write_json
+from petkit.limits import NonNegativeInt, Range, check_args
 
 SplitBy = Literal["identity", "image", "none"]
 REPORT_NAME = "prepare_report.json"
@@ -48,9 +47,9 @@ class PrepareOptions:
     flatten_distortion: bool = False
     split_by: SplitBy = "identity"
     ratios: tuple[float, float, float] = (0.7, 0.15, 0.15)
-    seed: int = 0
-    gallery_per_identity: int = 0  # >0: role column for val/test (else leave-one-out)
-    workers: int = 4
+    seed: NonNegativeInt = 0
+    gallery_per_identity: Annotated[int, Range(0, 100_000)] = 0  # >0: role column for val/test (else leave-one-out)
+    workers: Annotated[int, Range(1, 256)] = 4
     overwrite: bool = False
     fmt: str | None = None  # a registered labelled dataset source; None: detected
 
@@ -91,12 +90,19 @@ def check_file(candidate: Candidate) -> Checked:
     size = path.stat().st_size
     if size == 0:
         return Checked(candidate, False, "empty file (0 bytes)")
+    problem = mf.text_problem(candidate.source, "file name") or (mf.text_problem(candidate.identity, "identity") if candidate.identity else None)
+    if problem:  # the manifest's reader refuses it: never write it
+        return Checked(candidate, False, problem)
     data = path.read_bytes()
     try:
-        with Image.open(path) as image:
-            image.load()
+        with opened(path) as image:
             fmt = image.format or "?"
             rgb = image.convert("RGB")
+    except TooLarge as error:
+        return Checked(candidate, False, f"too large ({error.message.split('refused: ', 1)[-1]})")
+    except PetkitError as error:
+        reason = "not an image" if not is_image_name(path) else f"corrupt or truncated image ({error.__cause__})"
+        return Checked(candidate, False, reason)
     except Exception as exc:  # PIL raises many types for broken files
         reason = "not an image" if not is_image_name(path) else f"corrupt or truncated image ({exc})"
         return Checked(candidate, False, reason)
@@ -239,9 +245,10 @@ def prepare(
     on_total: Callable[[int], None] | None = None,
 ) -> PrepareResult:
     options = options or PrepareOptions()
+    check_args(PrepareOptions, {f: getattr(options, f) for f in ("seed", "gallery_per_identity", "workers")}, lambda f: f"--{f.replace('_', '-')}")
     src, out_dir = Path(src), Path(out_dir)
     manifest_path, report_path = out_dir / "manifest.csv", out_dir / REPORT_NAME
-    refuse_overwrite([manifest_path, report_path], options.overwrite)
+    refuse_overwrite([manifest_path, report_path], options.overwrite, inputs=(src,))  # --overwrite never replaces the listing read
     if src.is_dir() and _inside(out_dir, src):
         raise PetkitError(
             f"output folder {out_dir} is inside the source {src}",

@@ -20,12 +20,13 @@ from __future__ import annotations
 import math
 import random
 from collections import defaultdict
-from typing import Iterator, Sequence
+from typing import Annotated, Iterator, Sequence
 
 import torch.distributed as dist
 
 from petkit.errors import PetkitError
 from petkit.interfaces import BatchSampler
+from petkit.limits import OPEN_FRACTION, NonNegativeInt, Range
 from petkit.registry import SAMPLERS
 
 
@@ -70,8 +71,6 @@ class ShardedBatchSampler(BatchSampler):
 
 class PKSampler(ShardedBatchSampler):
     def __init__(self, labels: Sequence[int], p: int = 16, k: int = 4, seed: int = 0, rank: int | None = None, world_size: int | None = None):
-        if p < 1 or k < 1:
-            raise PetkitError(f"pk sampler needs p >= 1 and k >= 1, got p={p}, k={k}")
         super().__init__(labels, seed, rank, world_size)
         self.p = min(p, len(self.by_identity))
         self.k = k
@@ -117,8 +116,6 @@ class PKSampler(ShardedBatchSampler):
 
 class ClassBalancedSampler(ShardedBatchSampler):
     def __init__(self, labels: Sequence[int], batch_size: int = 64, seed: int = 0, rank: int | None = None, world_size: int | None = None):
-        if batch_size < 2:
-            raise PetkitError(f"class_balanced batch_size must be >= 2, got {batch_size}")
         super().__init__(labels, seed, rank, world_size)
         self.batch_size = batch_size
         self.weights = [1.0 / len(self.by_identity[label]) for label in self.labels]
@@ -136,8 +133,6 @@ class SiamesePairSampler(ShardedBatchSampler):
 
     def __init__(self, labels: Sequence[int], pairs_per_batch: int = 32, positive_fraction: float = 0.5, seed: int = 0,
                  rank: int | None = None, world_size: int | None = None):
-        if pairs_per_batch < 1 or not 0 < positive_fraction < 1:
-            raise PetkitError(f"siamese_pairs needs pairs_per_batch >= 1 and 0 < positive_fraction < 1, got {pairs_per_batch}, {positive_fraction}")
         super().__init__(labels, seed, rank, world_size)
         self.pairs_per_batch = pairs_per_batch
         self.positive_fraction = positive_fraction
@@ -174,19 +169,22 @@ class SiamesePairSampler(ShardedBatchSampler):
 
 
 @SAMPLERS.register("pk")
-def pk(labels: Sequence[int], p: int = 16, k: int = 4, seed: int = 0, rank: int | None = None, world_size: int | None = None) -> PKSampler:
+def pk(labels: Sequence[int], p: Annotated[int, Range(2, 100_000)] = 16, k: Annotated[int, Range(1, 10_000)] = 4, seed: NonNegativeInt = 0,
+       rank: int | None = None, world_size: int | None = None) -> PKSampler:
     """P identities x K images per batch; every image at least once per epoch."""
     return PKSampler(labels, p, k, seed, rank, world_size)
 
 
 @SAMPLERS.register("class_balanced")
-def class_balanced(labels: Sequence[int], batch_size: int = 64, seed: int = 0, rank: int | None = None, world_size: int | None = None) -> ClassBalancedSampler:
+def class_balanced(labels: Sequence[int], batch_size: Annotated[int, Range(2, 1_000_000)] = 64, seed: NonNegativeInt = 0, rank: int | None = None,
+                   world_size: int | None = None) -> ClassBalancedSampler:
     """Batches drawn with equal weight per identity (for classification losses)."""
     return ClassBalancedSampler(labels, batch_size, seed, rank, world_size)
 
 
 @SAMPLERS.register("siamese_pairs")
-def siamese_pairs(labels: Sequence[int], pairs_per_batch: int = 32, positive_fraction: float = 0.5, seed: int = 0,
+def siamese_pairs(labels: Sequence[int], pairs_per_batch: Annotated[int, Range(1, 500_000)] = 32,
+                  positive_fraction: Annotated[float, OPEN_FRACTION] = 0.5, seed: NonNegativeInt = 0,
                   rank: int | None = None, world_size: int | None = None) -> SiamesePairSampler:
     """Siamese mode: balanced positive/negative pairs drawn per epoch (use with contrastive)."""
     return SiamesePairSampler(labels, pairs_per_batch, positive_fraction, seed, rank, world_size)

@@ -85,8 +85,8 @@ class ManifestSource(DatasetSource):
         return mf.read_manifest(path)
 
     def scan(self, path: Path) -> Listing:
-        """The rows as candidates for 'prepare' (which recomputes sha1, width and height)."""
-        manifest = mf.read_manifest(path)
+        """The rows as candidates for 'prepare' (which recomputes sha1, width and height, and records missing files)."""
+        manifest = mf.read_manifest(path, check_files=False)
         extra_columns = [c for c in manifest.columns if c not in (mf.PATH, mf.IDENTITY, mf.SHA1, mf.WIDTH, mf.HEIGHT)]
         return Listing(manifest.root, [Candidate(manifest.abspath(row), row[mf.IDENTITY], row[mf.PATH],
                                                  {c: row.get(c, "") for c in extra_columns}) for row in manifest.rows])

@@ -12,12 +12,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import Annotated, Callable
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from petkit.errors import PetkitError
+from petkit.limits import NonNegativeInt, Range, checked
 
 PATTERNS = ("solid", "stripes", "spots", "patches", "mask")
 MARKINGS = ("none", "blaze", "eye_patch_left", "eye_patch_right", "white_muzzle", "ear_tips")
@@ -196,14 +197,15 @@ def _light_and_noise(image: Image.Image, rng: np.random.Generator) -> Image.Imag
     return Image.fromarray(np.clip(array, 0, 255).astype(np.uint8))
 
 
+@checked
 def generate(
     out_dir: str | Path,
-    identities: int = 40,
-    images_per_identity: int = 12,
-    size: int = 96,
-    seed: int = 0,
+    identities: Annotated[int, Range(2, 100_000)] = 40,
+    images_per_identity: Annotated[int, Range(1, 10_000)] = 12,
+    size: Annotated[int, Range(16, 4096)] = 96,
+    seed: NonNegativeInt = 0,
     progress: Callable[[int], None] | None = None,
-    fakes_per_identity: int = 0,
+    fakes_per_identity: Annotated[int, Range(0, 1000)] = 0,
 ) -> Path:
     """Write ``<out_dir>/pet_NNN/pet_NNN_MM.jpg`` (and ``pet_NNN/fake/pet_NNN_fake_MM.jpg``
     forgeries when ``fakes_per_identity`` > 0); the same seed gives the same pictures."""

@@ -85,6 +85,8 @@ class TrainLog(Callback):
         self.pending = []
 
     def on_epoch_end(self, trainer: Trainer, row: dict) -> None:
+        if row.get(HISTORY_NOTE):
+            self.write(f"epoch {row['epoch']}: {row[HISTORY_NOTE]}")
         improved = row["epoch"] > 0 and trainer.state.improved
         self.write(format_row(row, trainer.config.train.val_metric) + (" *best" if improved else ""))
 
@@ -94,6 +96,7 @@ class TrainLog(Callback):
 
 
 HISTORY_BASE = ("epoch", "train_loss", "lr", "images_per_s", "seconds")
+HISTORY_NOTE = "note"  # last column: what changed at this epoch (e.g. settings changed on resume)
 
 
 class History(Callback):
@@ -101,7 +104,7 @@ class History(Callback):
 
     def __init__(self, path: Path, val_columns: tuple[str, ...]):
         self.path = path
-        self.columns = (*HISTORY_BASE, *val_columns)
+        self.columns = (*HISTORY_BASE, *val_columns, HISTORY_NOTE)
 
     def on_epoch_end(self, trainer: Trainer, row: dict) -> None:
         self.write(trainer.state.history)

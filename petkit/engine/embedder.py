@@ -10,7 +10,7 @@ instead of reading the training config.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Annotated, Callable
 
 import numpy as np
 import torch
@@ -20,10 +20,13 @@ from petkit.data.batches import ImageStore, sequential
 from petkit.engine.engine import Engine
 from petkit.errors import PetkitError
 from petkit.interfaces import Embedder
+from petkit.limits import Range, checked
 from petkit.models.card import ModelCard
 from petkit.models.model import EmbeddingModel
 
 INPUT, OUTPUT = "images", "embeddings"  # the ONNX graph's input and output names (petkit.export.onnx)
+
+BATCH = Range(1, 65536, hint="for example --batch-size 64")
 
 
 class TorchEmbedder(Embedder):
@@ -52,6 +55,47 @@ class TorchEmbedder(Embedder):
         return f"torch on {self.engine.describe()}"
 
 
+SEAL = "petkit_seal"  # ONNX metadata: a hash of the model card and the graph's weights
+
+
+def onnx_seal(graph, card_json: str) -> str:
+    """Binds the card (and so its fingerprint) to the weights of an ONNX graph: editing either breaks it.
+
+    Not a signature (anyone running petkit can compute it): it catches a file whose fingerprint entry
+    was edited to pass as another model, or whose weights were replaced after export.
+    """
+    import hashlib
+
+    from onnx import numpy_helper
+
+    digest = hashlib.sha256(card_json.encode())
+    for tensor in sorted(graph.graph.initializer, key=lambda t: t.name):
+        digest.update(tensor.name.encode())
+        digest.update(numpy_helper.to_array(tensor).tobytes())
+    return digest.hexdigest()[:32]
+
+
+def verify_onnx(path: Path) -> None:
+    """Refuse an ONNX file petkit did not write as it is: external weight files, a missing or broken seal."""
+    import onnx
+
+    try:
+        graph = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise PetkitError(f"{path} is not a readable ONNX model: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__}",
+                          "re-export it with 'petkit export-onnx'") from exc
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in graph.graph.initializer):
+        raise PetkitError(f"{path} keeps its weights in external files, which petkit never writes (they may point anywhere)",
+                          "re-export it with 'petkit export-onnx'")
+    meta = {entry.key: entry.value for entry in graph.metadata_props}
+    if "petkit_card" not in meta or SEAL not in meta:
+        raise PetkitError(f"{path} carries no petkit seal (exported by another tool or by petkit 0.1)",
+                          "re-export it from the checkpoint with 'petkit export-onnx'")
+    if onnx_seal(graph, meta["petkit_card"]) != meta[SEAL]:
+        raise PetkitError(f"{path}: the model card or the weights were changed after export (the seal does not match)",
+                          "use the model.onnx that 'petkit export-onnx' wrote, or export it again")
+
+
 class OnnxEmbedder(Embedder):
     """A model.onnx written by petkit, on the engine's device (the CUDA provider on cuda:N)."""
 
@@ -61,6 +105,7 @@ class OnnxEmbedder(Embedder):
         path = Path(path)
         if not path.is_file():
             raise PetkitError(f"ONNX model not found: {path}", "create it with 'petkit export-onnx'")
+        verify_onnx(path)
         self.engine = engine
         options = ort.SessionOptions()
         options.log_severity_level = 3  # keep provider chatter off the console
@@ -93,17 +138,20 @@ def open_embedder(model_path: str | Path, device: str = "auto", precision: str =
     return TorchEmbedder.from_checkpoint(model_path, device, precision)
 
 
-def embed_store(embedder: Embedder, store: ImageStore, batch_size: int = 128, flip_tta: bool = False,
+@checked
+def embed_store(embedder: Embedder, store: ImageStore, batch_size: Annotated[int, BATCH] = 128, flip_tta: bool = False,
                 progress: Callable[[int], None] | None = None) -> np.ndarray:
     """float32 [N, D], L2-normalised, in store order; ``flip_tta`` averages with the mirrored image."""
-    if batch_size < 1:
-        raise PetkitError(f"batch size must be >= 1, got {batch_size}", "for example --batch-size 64")
     out = []
     for indices, batch in store.batches(sequential(len(store), batch_size)):
         vectors = embedder(batch)
         if flip_tta:
             vectors = vectors + embedder(batch.flip(3))
             vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True).clip(1e-12)
+        if not np.isfinite(vectors).all():
+            bad = store.paths_of(indices, ~np.isfinite(vectors).all(axis=1))
+            raise PetkitError(f"the model gave NaN or infinite embeddings for {len(bad)} image(s), e.g. {bad[0]}",
+                              "the weights are broken or overflow in reduced precision; try --precision fp32 or another checkpoint")
         out.append(vectors.astype(np.float32, copy=False))
         if progress:
             progress(len(indices))
@@ -119,30 +167,34 @@ def default_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
+@checked
 def embed(
     model_path: str | Path,
     source: str | Path,
     split: str | None = None,
-    batch_size: int = 64,
+    batch_size: Annotated[int, BATCH] = 64,
     flip_tta: bool = False,
     device: str = "auto",
     precision: str = "auto",
-    workers: int | None = None,
+    workers: Annotated[int, Range(0, 256)] | None = None,
     progress: Callable[[int], None] | None = None,
     on_total: Callable[[int], None] | None = None,
     fmt: str | None = None,
     out: str | Path | None = None,
     overwrite: bool = False,
+    skipped: list[tuple[str, str]] | None = None,
 ):
     """Embed every image of a dataset source (petkit.data.sources; ``fmt`` names one, else it is
     detected) with a checkpoint or model.onnx; with ``out``, also write embeddings.npz there
-    (refused if it exists unless ``overwrite``)."""
+    (refused if it exists unless ``overwrite``). With a ``skipped`` list, images that cannot be decoded
+    are left out and recorded there as (path, reason) instead of ending the call."""
     from petkit import embeddings as emb
+    from petkit.data import manifest as mf
     from petkit.data.sources import open_source
     from petkit.io import refuse_overwrite
 
     if out is not None:
-        refuse_overwrite([Path(out)], overwrite)
+        refuse_overwrite([Path(out)], overwrite, inputs=(model_path, source))
     workers = default_workers() if workers is None else workers
     manifest = open_source(source, fmt).select(split)
     if not len(manifest):
@@ -150,9 +202,16 @@ def embed(
     embedder = open_embedder(model_path, device, precision)
     if on_total:
         on_total(len(manifest))
-    store = ImageStore(manifest, embedder.image_size, cache=False, num_workers=workers)
+    store = ImageStore(manifest, embedder.image_size, cache=False, num_workers=workers, skip_unreadable=skipped is not None)
     vectors = embed_store(embedder, store, batch_size, flip_tta, progress)
-    result = emb.from_manifest(vectors, manifest, embedder.fingerprint, str(model_path))
+    if store.failed:
+        skipped.extend((str(manifest.abspath(manifest.rows[i])), reason) for i, reason in sorted(store.failed.items()))
+        keep = np.array([i not in store.failed for i in range(len(manifest))])
+        if not keep.any():
+            raise PetkitError(f"none of the {len(manifest)} images under {source} could be decoded", "check the files; see the first: " + skipped[0][1])
+        manifest = mf.Manifest(manifest.root, [r for r, k in zip(manifest.rows, keep) if k], manifest.columns)
+        vectors = vectors[keep]
+    result = emb.from_manifest(vectors, manifest, embedder.fingerprint, str(Path(model_path).resolve()))  # found from any folder
     if out is not None:
         emb.save(out, result)
     return result

@@ -15,11 +15,11 @@ optimiser step, with one ``state_dict`` (the accumulation and resume tests rely 
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from typing import Annotated, Callable, Sequence
 
 import torch
 
-from petkit.errors import PetkitError
+from petkit.limits import AT_LEAST_ONE, FRACTION, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Range
 from petkit.registry import SCHEDULES
 
 Factor = Callable[[float], float]
@@ -27,8 +27,6 @@ Factor = Callable[[float], float]
 
 class Schedule:
     def __init__(self, optimizer: torch.optim.Optimizer, steps_per_epoch: int, factor: Factor, warmup_epochs: float = 0.0):
-        if warmup_epochs < 0:
-            raise PetkitError(f"warmup_epochs must be >= 0, got {warmup_epochs}")
         self.optimizer = optimizer
         self.steps_per_epoch = max(1, steps_per_epoch)
         self.factor = factor
@@ -66,8 +64,6 @@ class PlateauSchedule(Schedule):
     """Multiply the learning rate by ``factor`` after ``patience`` epochs without a better metric."""
 
     def __init__(self, optimizer, steps_per_epoch: int, factor: float, patience: int, min_lr_ratio: float, warmup_epochs: float):
-        if not 0 < factor < 1 or patience < 0:
-            raise PetkitError(f"plateau needs 0 < factor < 1 and patience >= 0, got factor={factor}, patience={patience}")
         self.reduce_by, self.patience, self.min_ratio = factor, patience, min_lr_ratio
         self.best: float | None = None
         self.bad_epochs = 0
@@ -99,23 +95,23 @@ def _cosine(progress: float, min_ratio: float) -> float:
 
 
 @SCHEDULES.register("warmup_cosine")
-def warmup_cosine(optimizer, steps_per_epoch: int, epochs: int, warmup_epochs: float = 1.0, min_lr_ratio: float = 0.01) -> Schedule:
+def warmup_cosine(optimizer, steps_per_epoch: int, epochs: int, warmup_epochs: NonNegativeFloat = 1.0,
+                  min_lr_ratio: Annotated[float, FRACTION] = 0.01) -> Schedule:
     """Linear warmup, then cosine decay to min_lr_ratio * lr at the last step."""
     warm = min(warmup_epochs, max(0.0, epochs - 1 / max(1, steps_per_epoch)))
     return Schedule(optimizer, steps_per_epoch, lambda t: _cosine((t - warm) / max(1e-9, epochs - warm), min_lr_ratio), warm)
 
 
 @SCHEDULES.register("cosine")
-def cosine(optimizer, steps_per_epoch: int, epochs: int, min_lr_ratio: float = 0.01) -> Schedule:
+def cosine(optimizer, steps_per_epoch: int, epochs: int, min_lr_ratio: Annotated[float, FRACTION] = 0.01) -> Schedule:
     """Cosine decay from lr to min_lr_ratio * lr over the run, no warmup."""
     return Schedule(optimizer, steps_per_epoch, lambda t: _cosine(t / max(1, epochs), min_lr_ratio))
 
 
 @SCHEDULES.register("cosine_restarts")
-def cosine_restarts(optimizer, steps_per_epoch: int, t0: float = 10.0, t_mult: int = 1, min_lr_ratio: float = 0.01, warmup_epochs: float = 0.0) -> Schedule:
+def cosine_restarts(optimizer, steps_per_epoch: int, t0: PositiveFloat = 10.0, t_mult: Annotated[int, Range(1, 100)] = 1,
+                    min_lr_ratio: Annotated[float, FRACTION] = 0.01, warmup_epochs: NonNegativeFloat = 0.0) -> Schedule:
     """SGDR: cosine cycles of t0 epochs, each t_mult times longer than the last, restarting at lr."""
-    if t0 <= 0 or t_mult < 1:
-        raise PetkitError(f"cosine_restarts needs t0 > 0 and t_mult >= 1, got t0={t0}, t_mult={t_mult}")
 
     def factor(t: float) -> float:
         length = t0
@@ -128,28 +124,28 @@ def cosine_restarts(optimizer, steps_per_epoch: int, t0: float = 10.0, t_mult: i
 
 
 @SCHEDULES.register("step")
-def step(optimizer, steps_per_epoch: int, step_epochs: int = 10, gamma: float = 0.1, warmup_epochs: float = 0.0) -> Schedule:
+def step(optimizer, steps_per_epoch: int, step_epochs: PositiveInt = 10, gamma: Annotated[float, Range(0, 1, low_open=True)] = 0.1,
+         warmup_epochs: NonNegativeFloat = 0.0) -> Schedule:
     """Multiply lr by gamma every step_epochs epochs."""
-    if step_epochs < 1:
-        raise PetkitError(f"step schedule needs step_epochs >= 1, got {step_epochs}")
     return Schedule(optimizer, steps_per_epoch, lambda t: gamma ** int(t // step_epochs), warmup_epochs)
 
 
 @SCHEDULES.register("multistep")
-def multistep(optimizer, steps_per_epoch: int, milestones: Sequence[int] = (10, 20), gamma: float = 0.1, warmup_epochs: float = 0.0) -> Schedule:
+def multistep(optimizer, steps_per_epoch: int, milestones: Annotated[Sequence[int], AT_LEAST_ONE] = (10, 20),
+              gamma: Annotated[float, Range(0, 1, low_open=True)] = 0.1, warmup_epochs: NonNegativeFloat = 0.0) -> Schedule:
     """Multiply lr by gamma at each milestone epoch."""
     marks = sorted(int(m) for m in milestones)
     return Schedule(optimizer, steps_per_epoch, lambda t: gamma ** sum(t >= m for m in marks), warmup_epochs)
 
 
 @SCHEDULES.register("plateau")
-def plateau(optimizer, steps_per_epoch: int, factor: float = 0.1, patience: int = 2, min_lr_ratio: float = 0.001,
-            warmup_epochs: float = 0.0) -> PlateauSchedule:
+def plateau(optimizer, steps_per_epoch: int, factor: Annotated[float, Range(0, 1, low_open=True, high_open=True)] = 0.1,
+            patience: NonNegativeInt = 2, min_lr_ratio: Annotated[float, FRACTION] = 0.001, warmup_epochs: NonNegativeFloat = 0.0) -> PlateauSchedule:
     """Multiply lr by factor when the validation metric stalls for more than patience epochs."""
     return PlateauSchedule(optimizer, steps_per_epoch, factor, patience, min_lr_ratio, warmup_epochs)
 
 
 @SCHEDULES.register("constant")
-def constant(optimizer, steps_per_epoch: int, warmup_epochs: float = 0.0) -> Schedule:
+def constant(optimizer, steps_per_epoch: int, warmup_epochs: NonNegativeFloat = 0.0) -> Schedule:
     """A fixed learning rate (after an optional warmup)."""
     return Schedule(optimizer, steps_per_epoch, lambda t: 1.0, warmup_epochs)

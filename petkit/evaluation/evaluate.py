@@ -31,7 +31,7 @@ def evaluate(
     ``options``: per protocol, the evaluator's arguments, e.g. ``{"few_shot": {"n_way": 10}}``.
     """
     if out is not None:
-        refuse_overwrite([Path(out)], overwrite)
+        refuse_overwrite([Path(out)], overwrite, inputs=(embeddings_path, gallery_path))
     options = options or {}
     unused = sorted(set(options) - set(protocols))
     if unused:

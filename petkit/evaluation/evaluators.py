@@ -11,6 +11,7 @@ Unlabelled images (a challenge's test queries) are never scored; fake images onl
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 
@@ -18,6 +19,7 @@ from petkit.embeddings import EmbeddingSet, concat_sets, pair_vectors
 from petkit.errors import PetkitError
 from petkit.evaluation import metrics as M
 from petkit.evaluation.rerank import rerank as rerank_scores
+from petkit.limits import OPEN_FRACTION, NonNegativeInt, Range
 from petkit.registry import EVALUATORS
 
 HEADLINE = ("recall@1", "mAP@R")  # broken down per category
@@ -30,8 +32,8 @@ def labelled_real(data: EmbeddingSet | None) -> EmbeddingSet | None:
 
 
 @EVALUATORS.register("retrieval")
-def retrieval(ks: tuple[int, ...] | list[int] = (1, 3, 5, 10), rerank: str = "none", rerank_args: dict | None = None,
-              bootstrap: int = 1000, seed: int = 0):
+def retrieval(ks: Annotated[tuple[int, ...] | list[int], Range(1, 100_000)] = (1, 3, 5, 10), rerank: str = "none", rerank_args: dict | None = None,
+              bootstrap: Annotated[int, Range(0, 1_000_000)] = 1000, seed: NonNegativeInt = 0):
     """Recall@K (CMC), Precision@K, top-K identity accuracy, mAP, mAP@R, R-precision, with 95 % intervals.
 
     Intervals resample identities; ``rerank``: k_reciprocal or query_expansion (petkit.evaluation.rerank).
@@ -93,9 +95,9 @@ def _per_category(result: M.RetrievalResult, queries: EmbeddingSet, protocol: st
 
 
 @EVALUATORS.register("verification")
-def verification(max_pairs: int = 4_000_000, seed: int = 0, pairs: str | None = None,
-                 fars: tuple[float, ...] | list[float] = (1e-4, 1e-3, 1e-2, 1e-1), threshold: float | None = None,
-                 bootstrap: int = 200):
+def verification(max_pairs: Annotated[int, Range(1, 10**10)] = 4_000_000, seed: NonNegativeInt = 0, pairs: str | None = None,
+                 fars: Annotated[tuple[float, ...] | list[float], OPEN_FRACTION] = (1e-4, 1e-3, 1e-2, 1e-1),
+                 threshold: Annotated[float, Range(-4, 4)] | None = None, bootstrap: Annotated[int, Range(0, 1_000_000)] = 200):
     """ROC-AUC, EER, TAR@FAR and accuracy at fixed and best thresholds, over all, sampled or listed pairs.
 
     ``pairs``: a pairs CSV with a 'same' column; otherwise every same/different pair (a uniform
@@ -220,7 +222,7 @@ def _pairs_csv_scores(data: EmbeddingSet, pairs_path: str) -> tuple[np.ndarray, 
 
 
 @EVALUATORS.register("real_fake")
-def real_fake(max_pairs: int = 4_000_000, seed: int = 0, bootstrap: int = 200):
+def real_fake(max_pairs: Annotated[int, Range(1, 10**10)] = 4_000_000, seed: NonNegativeInt = 0, bootstrap: Annotated[int, Range(0, 1_000_000)] = 200):
     """eer_real: genuine pairs vs real impostors; eer_fake: genuine pairs vs (real X, fake of X) pairs."""
 
     def evaluate(probe: EmbeddingSet, gallery: EmbeddingSet | None) -> list[dict]:

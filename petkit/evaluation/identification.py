@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
 
 from petkit.embeddings import EmbeddingSet, concat_sets
 from petkit.errors import PetkitError
 from petkit.evaluation import metrics as M
 from petkit.evaluation.evaluators import labelled_real
+from petkit.limits import OPEN_FRACTION, NonNegativeInt, Range
 from petkit.registry import EVALUATORS
 
 
 @EVALUATORS.register("open_set")
-def open_set(fpirs: tuple[float, ...] | list[float] = (0.001, 0.01, 0.1), unknown_fraction: float = 0.5, enroll: int = 1,
-             seed: int = 0, bootstrap: int = 1000):
+def open_set(fpirs: Annotated[tuple[float, ...] | list[float], OPEN_FRACTION] = (0.001, 0.01, 0.1),
+             unknown_fraction: Annotated[float, OPEN_FRACTION] = 0.5, enroll: Annotated[int, Range(1, 100_000)] = 1,
+             seed: NonNegativeInt = 0, bootstrap: Annotated[int, Range(0, 1_000_000)] = 1000):
     """DIR@FPIR of probes against an enrolled gallery, some probes of individuals never enrolled.
 
     With a gallery (roles, --gallery, --gallery-split) probes whose identity it lacks are the
@@ -78,7 +82,8 @@ def open_set_scores(probes: EmbeddingSet, gallery: EmbeddingSet) -> dict[str, np
 
 
 @EVALUATORS.register("classification")
-def classification(rule: str = "nearest", ks: tuple[int, ...] | list[int] = (1, 5), bootstrap: int = 1000, seed: int = 0):
+def classification(rule: str = "nearest", ks: Annotated[tuple[int, ...] | list[int], Range(1, 100_000)] = (1, 5),
+                   bootstrap: Annotated[int, Range(0, 1_000_000)] = 1000, seed: NonNegativeInt = 0):
     """Closed-set top-1 and top-K accuracy of test images against a labelled gallery (e.g. the train split).
 
     ``nearest`` scores each identity by its most similar image, ``centroid`` by its mean embedding.
@@ -126,7 +131,8 @@ def class_scores(vectors: np.ndarray, gallery: EmbeddingSet, rule: str) -> tuple
 
 
 @EVALUATORS.register("few_shot")
-def few_shot(n_way: int = 5, k_shot: tuple[int, ...] | list[int] | int = (1, 5), n_query: int = 1, episodes: int = 600, seed: int = 0):
+def few_shot(n_way: Annotated[int, Range(2, 100_000)] = 5, k_shot: Annotated[tuple[int, ...] | list[int] | int, Range(1, 10_000)] = (1, 5),
+             n_query: Annotated[int, Range(1, 10_000)] = 1, episodes: Annotated[int, Range(1, 10_000_000)] = 600, seed: NonNegativeInt = 0):
     """N-way K-shot accuracy over random episodes of the (held-out) identities; mean and 95 % interval."""
     shots = (k_shot,) if isinstance(k_shot, int) else tuple(k_shot)
 
@@ -153,7 +159,7 @@ def few_shot(n_way: int = 5, k_shot: tuple[int, ...] | list[int] | int = (1, 5),
 
 
 @EVALUATORS.register("clustering")
-def clustering(seed: int = 0):
+def clustering(seed: NonNegativeInt = 0):
     """NMI and AMI of k-means clusters (k = number of identities) against the identities."""
 
     def evaluate(queries: EmbeddingSet, gallery: EmbeddingSet | None) -> list[dict]:

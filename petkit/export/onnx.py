@@ -13,15 +13,17 @@ import contextlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
 
-from petkit.engine.embedder import INPUT, OUTPUT, OnnxEmbedder, TorchEmbedder
+from petkit.engine.embedder import INPUT, OUTPUT, SEAL, OnnxEmbedder, TorchEmbedder, onnx_seal
 from petkit.engine.engine import Engine
 from petkit.errors import PetkitError
 from petkit.interfaces import Embedder
 from petkit.io import atomic_path, refuse_overwrite, write_json
+from petkit.limits import OPSETS, Range, checked
 from petkit.models.card import ModelCard
 
 __all__ = ["INPUT", "OUTPUT", "OnnxEmbedder", "ParityReport", "check_parity", "export_onnx"]
@@ -41,14 +43,16 @@ class ParityReport:
         return {"format": "petkit.onnx-parity", "version": 1, **self.__dict__}
 
 
+@checked
 def export_onnx(checkpoint: str | Path, output: str | Path, parity_source: str | Path | None = None,
-                samples: int = 16, atol: float = 1e-3, opset: int = 18, overwrite: bool = False) -> ParityReport:
+                samples: Annotated[int, Range(1, 4096)] = 16, atol: Annotated[float, Range(0, 1)] = 1e-3,
+                opset: Annotated[int, OPSETS] = 18, overwrite: bool = False) -> ParityReport:
     """Export, reload with onnxruntime, and compare with PyTorch on real images; nothing is written on a mismatch."""
     from petkit.models.checkpoint import load_checkpoint
 
     output = Path(output)
     parity_path = output.with_name(output.name + ".parity.json")
-    refuse_overwrite([output, parity_path], overwrite)
+    refuse_overwrite([output, parity_path], overwrite, inputs=(checkpoint, parity_source))
     loaded = load_checkpoint(checkpoint)
     model = loaded.model.float().eval()
     card = loaded.card
@@ -56,7 +60,7 @@ def export_onnx(checkpoint: str | Path, output: str | Path, parity_source: str |
     cpu = Engine.create("cpu", "fp32", channels_last=False)  # exact fp32 on both sides: checks the file, not a provider
     with atomic_path(output) as tmp:
         _export(model, tmp, card.image_size, opset)
-        _write_metadata(tmp, card)
+        _write_metadata(tmp, card, opset)
         report = check_parity(TorchEmbedder(model, cpu, card), OnnxEmbedder(tmp, cpu), batch, atol, described)
         if not report.passed:
             raise PetkitError(
@@ -80,12 +84,17 @@ def _export(model: torch.nn.Module, path: Path, size: int, opset: int) -> None:
         )
 
 
-def _write_metadata(path: Path, card: ModelCard) -> None:
+def _write_metadata(path: Path, card: ModelCard, opset: int) -> None:
     import onnx
 
     graph = onnx.load(str(path))
+    written = {entry.domain: entry.version for entry in graph.opset_import}.get("", None)
+    if written != opset:
+        raise PetkitError(f"the exporter wrote opset {written}, not the --opset {opset} asked for", "use --opset 18 (the default)")
     del graph.metadata_props[:]
-    for key, value in card.to_metadata().items():
+    metadata = card.to_metadata()
+    metadata[SEAL] = onnx_seal(graph, metadata["petkit_card"])
+    for key, value in metadata.items():
         entry = graph.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.save(graph, str(path))

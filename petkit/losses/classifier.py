@@ -10,13 +10,14 @@ outside autocast: the angle formulas lose too much in fp16/bf16.
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from petkit.errors import PetkitError
 from petkit.interfaces import Loss
+from petkit.limits import Range
 from petkit.registry import LOSSES
 
 
@@ -25,8 +26,6 @@ class CosineClassifier(nn.Module):
 
     def __init__(self, num_classes: int, embedding_dim: int, sub_centers: int = 1):
         super().__init__()
-        if sub_centers < 1:
-            raise PetkitError(f"sub_centers must be >= 1, got {sub_centers}")
         self.num_classes, self.sub_centers = num_classes, sub_centers
         self.weight = nn.Parameter(torch.empty(num_classes * sub_centers, embedding_dim))
         nn.init.xavier_uniform_(self.weight)
@@ -44,8 +43,6 @@ class MarginSoftmaxLoss(Loss):
 
     def __init__(self, num_classes: int, embedding_dim: int, scale: float, sub_centers: int = 1):
         super().__init__()
-        if scale <= 0:
-            raise PetkitError(f"scale must be > 0, got {scale}")
         self.scale = scale
         self.classifier = CosineClassifier(num_classes, embedding_dim, sub_centers)
 
@@ -62,8 +59,6 @@ class ArcFaceLoss(MarginSoftmaxLoss):
     def __init__(self, num_classes: int, embedding_dim: int, scale: float = 30.0, margin: float = 0.3,
                  easy_margin: bool = False, sub_centers: int = 1):
         super().__init__(num_classes, embedding_dim, scale, sub_centers)
-        if not 0 <= margin < math.pi / 2:
-            raise PetkitError(f"arcface margin must be in [0, pi/2) radians, got {margin}")
         self.margin, self.easy_margin = margin, easy_margin
 
     def target_logit(self, cosine: torch.Tensor) -> torch.Tensor:
@@ -81,8 +76,6 @@ class CosFaceLoss(MarginSoftmaxLoss):
 
     def __init__(self, num_classes: int, embedding_dim: int, scale: float = 30.0, margin: float = 0.35):
         super().__init__(num_classes, embedding_dim, scale)
-        if margin < 0:
-            raise PetkitError(f"cosface margin must be >= 0, got {margin}")
         self.margin = margin
 
     def target_logit(self, cosine: torch.Tensor) -> torch.Tensor:
@@ -90,17 +83,22 @@ class CosFaceLoss(MarginSoftmaxLoss):
 
 
 class CrossEntropyLoss(Loss):
-    """Softmax cross-entropy of a linear classifier on the embedding, with label smoothing."""
+    """Softmax cross-entropy with label smoothing over ``scale * cos(embedding, class centre)`` (NormFace).
 
-    def __init__(self, num_classes: int, embedding_dim: int, label_smoothing: float = 0.1):
+    The embeddings are L2-normalised, so a plain linear classifier's logits are bounded by its weight
+    norms (about 0.6 at initialisation): the softmax stays near uniform and the loss sat at
+    ln(identities) for 6-8 epochs (measured: 2.83 = ln 17 on 17 synthetic identities, with center
+    loss) while ArcFace learned. A fixed scale on cosine logits (Wang et al., 2017) lets it learn
+    from the first step; the argmax, and so the closed-set accuracy, is that of the cosine classifier.
+    """
+
+    def __init__(self, num_classes: int, embedding_dim: int, label_smoothing: float = 0.1, scale: float = 16.0):
         super().__init__()
-        if not 0 <= label_smoothing < 1:
-            raise PetkitError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
-        self.label_smoothing = label_smoothing
-        self.classifier = nn.Linear(embedding_dim, num_classes)
+        self.label_smoothing, self.scale = label_smoothing, scale
+        self.classifier = CosineClassifier(num_classes, embedding_dim)
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(self.classifier(embeddings.float()), labels, label_smoothing=self.label_smoothing)
+        return F.cross_entropy(self.scale * self.classifier(embeddings), labels, label_smoothing=self.label_smoothing)
 
 
 class CenterLoss(Loss):
@@ -115,28 +113,35 @@ class CenterLoss(Loss):
         return 0.5 * (embeddings.float() - self.centers[labels]).pow(2).sum(dim=1).mean()
 
 
+ARC_MARGIN = Range(0, math.pi / 2, high_open=True, hint="an angle in radians, e.g. 0.3")
+
+
 @LOSSES.register("arcface")
-def arcface(num_classes: int, embedding_dim: int, scale: float = 30.0, margin: float = 0.3, easy_margin: bool = False) -> ArcFaceLoss:
+def arcface(num_classes: int, embedding_dim: int, scale: Annotated[float, Range(0, 1000, low_open=True)] = 30.0,
+            margin: Annotated[float, ARC_MARGIN] = 0.3, easy_margin: bool = False) -> ArcFaceLoss:
     """ArcFace additive angular margin softmax over the training identities (margin in radians)."""
     return ArcFaceLoss(num_classes, embedding_dim, scale, margin, easy_margin)
 
 
 @LOSSES.register("subcenter_arcface")
-def subcenter_arcface(num_classes: int, embedding_dim: int, scale: float = 30.0, margin: float = 0.3, sub_centers: int = 3) -> ArcFaceLoss:
+def subcenter_arcface(num_classes: int, embedding_dim: int, scale: Annotated[float, Range(0, 1000, low_open=True)] = 30.0,
+                      margin: Annotated[float, ARC_MARGIN] = 0.3, sub_centers: Annotated[int, Range(1, 64)] = 3) -> ArcFaceLoss:
     """Sub-center ArcFace: several centres per identity, robust to noisy labels and varied looks."""
     return ArcFaceLoss(num_classes, embedding_dim, scale, margin, sub_centers=sub_centers)
 
 
 @LOSSES.register("cosface")
-def cosface(num_classes: int, embedding_dim: int, scale: float = 30.0, margin: float = 0.35) -> CosFaceLoss:
+def cosface(num_classes: int, embedding_dim: int, scale: Annotated[float, Range(0, 1000, low_open=True)] = 30.0,
+            margin: Annotated[float, Range(0, 2)] = 0.35) -> CosFaceLoss:
     """CosFace large-margin cosine softmax over the training identities."""
     return CosFaceLoss(num_classes, embedding_dim, scale, margin)
 
 
 @LOSSES.register("cross_entropy")
-def cross_entropy(num_classes: int, embedding_dim: int, label_smoothing: float = 0.1) -> CrossEntropyLoss:
-    """Closed-set classification: linear classifier + cross-entropy with label smoothing."""
-    return CrossEntropyLoss(num_classes, embedding_dim, label_smoothing)
+def cross_entropy(num_classes: int, embedding_dim: int, label_smoothing: Annotated[float, Range(0, 1, high_open=True)] = 0.1,
+                  scale: Annotated[float, Range(0, 1000, low_open=True)] = 16.0) -> CrossEntropyLoss:
+    """Closed-set classification: cosine classifier (logits scale * cos) + cross-entropy with label smoothing."""
+    return CrossEntropyLoss(num_classes, embedding_dim, label_smoothing, scale)
 
 
 @LOSSES.register("center")

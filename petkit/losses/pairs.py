@@ -6,12 +6,13 @@ two weigh every pair of the batch themselves.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 
 from petkit.errors import PetkitError
 from petkit.interfaces import Loss
+from petkit.limits import NonNegativeFloat, PositiveFloat, Range
 from petkit.losses.base import mean_nonzero, pair_distance, zero_loss
 from petkit.miners.pairs import AllPairsMiner
 from petkit.miners.triplet import label_masks
@@ -31,8 +32,6 @@ class ContrastiveLoss(Loss):
 
     def __init__(self, margin: float, distance: str, squared: bool, reduction: str):
         super().__init__()
-        if margin <= 0:
-            raise PetkitError(f"contrastive margin must be > 0, got {margin}")
         if distance not in ("euclidean", "cosine"):
             raise PetkitError(f"contrastive distance must be 'euclidean' or 'cosine', got '{distance}'")
         if reduction not in ("nonzero", "mean"):
@@ -105,8 +104,6 @@ class SupConLoss(Loss):
 
     def __init__(self, temperature: float):
         super().__init__()
-        if temperature <= 0:
-            raise PetkitError(f"supcon temperature must be > 0, got {temperature}")
         self.temperature = temperature
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -123,20 +120,21 @@ class SupConLoss(Loss):
 
 
 @LOSSES.register("contrastive")
-def contrastive(margin: float = 1.0, distance: Literal["euclidean", "cosine"] = "euclidean", squared: bool = True,
+def contrastive(margin: Annotated[float, Range(0, 4, low_open=True)] = 1.0, distance: Literal["euclidean", "cosine"] = "euclidean", squared: bool = True,
                 reduction: Literal["nonzero", "mean"] = "nonzero") -> ContrastiveLoss:
     """Contrastive loss on positive/negative pairs (pair miner; default all_pairs)."""
     return ContrastiveLoss(margin, distance, squared, reduction)
 
 
 @LOSSES.register("multi_similarity")
-def multi_similarity(alpha: float = 2.0, beta: float = 50.0, base: float = 0.5, epsilon: float | None = 0.1) -> MultiSimilarityLoss:
+def multi_similarity(alpha: PositiveFloat = 2.0, beta: PositiveFloat = 50.0, base: Annotated[float, Range(-1, 1)] = 0.5,
+                     epsilon: NonNegativeFloat | None = 0.1) -> MultiSimilarityLoss:
     """Multi-similarity loss with its own pair mining (epsilon; null = every pair)."""
     return MultiSimilarityLoss(alpha, beta, base, epsilon)
 
 
 @LOSSES.register("supcon")
-def supcon(temperature: float = 0.1) -> SupConLoss:
+def supcon(temperature: Annotated[float, Range(0.001, 100)] = 0.1) -> SupConLoss:
     """Supervised contrastive loss over every pair of the batch."""
     return SupConLoss(temperature)
 

@@ -7,11 +7,13 @@ Euclidean distance, as pytorch-metric-learning's ``TripletMarginLoss`` with its 
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 from torch import nn
 
-from petkit.errors import PetkitError
 from petkit.interfaces import Loss, Miner
+from petkit.limits import Range
 from petkit.losses.base import distance_matrix, mean_nonzero, pair_distance, zero_loss
 from petkit.miners.triplet import BatchAllMiner
 from petkit.registry import LOSSES
@@ -22,8 +24,6 @@ class TripletMarginLoss(Loss):
 
     def __init__(self, margin: float = 0.2, soft: bool = False, name: str = "triplet"):
         super().__init__()
-        if margin < 0:
-            raise PetkitError(f"{name} margin must be >= 0, got {margin}")
         self.margin = margin
         self.soft = soft
         self.miner = BatchAllMiner()
@@ -56,8 +56,6 @@ class QuadrupletLoss(Loss):
 
     def __init__(self, margin: float = 0.2, fake_margin: float | None = None, fake_weight: float = 1.0):
         super().__init__()
-        if fake_weight < 0:
-            raise PetkitError(f"quadruplet fake_weight (lambda) must be >= 0, got {fake_weight}")
         self.real = TripletMarginLoss(margin, name="quadruplet")
         self.fake = TripletMarginLoss(margin if fake_margin is None else fake_margin, name="quadruplet")
         self.fake_weight = fake_weight
@@ -87,12 +85,13 @@ class QuadrupletLoss(Loss):
 
 
 @LOSSES.register("triplet")
-def triplet(margin: float = 0.2, soft: bool = False) -> TripletMarginLoss:
+def triplet(margin: Annotated[float, Range(0, 4)] = 0.2, soft: bool = False) -> TripletMarginLoss:
     """Triplet margin loss on mined triplets (miner from the config; default batch_all)."""
     return TripletMarginLoss(margin=margin, soft=soft)
 
 
 @LOSSES.register("quadruplet")
-def quadruplet(margin: float = 0.2, fake_weight: float = 1.0, fake_margin: float | None = None) -> QuadrupletLoss:
+def quadruplet(margin: Annotated[float, Range(0, 4)] = 0.2, fake_weight: Annotated[float, Range(0, 100)] = 1.0,
+               fake_margin: Annotated[float, Range(0, 4)] | None = None) -> QuadrupletLoss:
     """triplet(a, p, n) + lambda * triplet(a, p, fake), fakes from the manifest's is_fake column."""
     return QuadrupletLoss(margin, fake_margin, fake_weight)

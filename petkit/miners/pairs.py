@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 
 from petkit.errors import PetkitError
 from petkit.interfaces import PairMiner
+from petkit.limits import Range
 from petkit.miners.triplet import label_masks
 from petkit.registry import MINERS
 
@@ -19,7 +22,7 @@ def all_pairs() -> AllPairsMiner:
 
 
 @MINERS.register("hard_pairs")
-def hard_pairs(pos_margin: float = 0.2, neg_margin: float = 0.8) -> HardPairsMiner:
+def hard_pairs(pos_margin: Annotated[float, Range(0, 4)] = 0.2, neg_margin: Annotated[float, Range(0, 4, low_open=True)] = 0.8) -> HardPairsMiner:
     """Pair miner: positive pairs farther than pos_margin and negative pairs closer than neg_margin."""
     return HardPairsMiner(pos_margin, neg_margin)
 
@@ -40,8 +43,6 @@ class AllPairsMiner(PairMiner):
 
 class HardPairsMiner(PairMiner):
     def __init__(self, pos_margin: float, neg_margin: float):
-        if pos_margin < 0 or neg_margin <= 0:
-            raise PetkitError(f"hard_pairs margins must be positive, got pos_margin={pos_margin}, neg_margin={neg_margin}")
         self.pos_margin, self.neg_margin = pos_margin, neg_margin
 
     def __call__(self, distances: torch.Tensor, labels: torch.Tensor) -> Pairs:

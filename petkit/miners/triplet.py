@@ -7,10 +7,12 @@ returns: ``"triplet"`` (a, p, n) or ``"pair"`` (a1, p, a2, n) (petkit.interfaces
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 
-from petkit.errors import PetkitError
 from petkit.interfaces import TripletMiner
+from petkit.limits import Range
 from petkit.registry import MINERS
 
 Triplets = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -36,7 +38,7 @@ def batch_hard() -> BatchHardMiner:
 
 
 @MINERS.register("batch_semi_hard")
-def batch_semi_hard(margin: float = 0.2) -> BatchSemiHardMiner:
+def batch_semi_hard(margin: Annotated[float, Range(0, 4, low_open=True, hint="use the triplet loss's margin, e.g. 0.2")] = 0.2) -> BatchSemiHardMiner:
     """Triplet miner: triples whose negative is farther than the positive but within the margin (FaceNet)."""
     return BatchSemiHardMiner(margin)
 
@@ -62,8 +64,6 @@ class BatchHardMiner(TripletMiner):
 
 class BatchSemiHardMiner(TripletMiner):
     def __init__(self, margin: float):
-        if margin <= 0:
-            raise PetkitError(f"batch_semi_hard margin must be > 0, got {margin}", "use the triplet loss's margin, e.g. 0.2")
         self.margin = margin
 
     def __call__(self, distances: torch.Tensor, labels: torch.Tensor) -> Triplets:

@@ -9,7 +9,7 @@ default (this project is often run offline), ``pretrained: true`` downloads from
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import timm
 import torch
@@ -17,6 +17,7 @@ from torch import nn
 
 from petkit.errors import PetkitError
 from petkit.interfaces import Backbone
+from petkit.limits import Range
 from petkit.registry import BACKBONES
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -26,8 +27,9 @@ __all__ = ["Backbone", "IMAGENET_MEAN", "IMAGENET_STD", "build_backbone"]
 
 
 @BACKBONES.register("timm")
-def timm_backbone(model: str = "resnet18", pretrained: bool = False, weights: str | None = None, drop_path_rate: float = 0.0,
-                  pool: Literal["avg", "gem"] = "avg", freeze_stages: int = 0) -> Backbone:
+def timm_backbone(model: str = "resnet18", pretrained: bool = False, weights: str | None = None,
+                  drop_path_rate: Annotated[float, Range(0, 1, high_open=True)] = 0.0, pool: Literal["avg", "gem"] = "avg",
+                  freeze_stages: Annotated[int, Range(0, 16)] = 0) -> Backbone:
     """Any timm model as a pooled feature extractor (``model`` is a timm name); GeM pooling, frozen stages."""
     if not timm.is_model(model):
         import difflib

@@ -18,6 +18,7 @@ import torch
 
 from petkit import __version__
 from petkit.errors import PetkitError
+from petkit.limits import EMBEDDING_DIM, IMAGE_SIZE, Range
 
 INPUT = "RGB float32 NCHW in [0, 1], resized to image_size x image_size"
 
@@ -45,12 +46,21 @@ class ModelCard:
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str) -> ModelCard:
         try:
-            return cls(int(data["image_size"]), _triple(data["mean"]), _triple(data["std"]), int(data["embedding_dim"]),
+            card = cls(int(data["image_size"]), _triple(data["mean"]), _triple(data["std"]), int(data["embedding_dim"]),
                        dict(data.get("backbone") or {}), dict(data.get("head") or {}), str(data.get("fingerprint", "")),
                        str(data.get("petkit_version", "")))
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise PetkitError(f"{where} has an unreadable model card ({type(exc).__name__}: {exc})",
                               "re-export or re-train the model with this petkit") from exc
+        card.check(where)
+        return card
+
+    def check(self, where: str) -> None:
+        """The card's numbers within the ranges training accepts (a crafted card cannot ask for a 0-pixel input)."""
+        IMAGE_SIZE.check(self.image_size, f"{where}: the model card's image_size")
+        EMBEDDING_DIM.check(self.embedding_dim, f"{where}: the model card's embedding_dim")
+        Range(0, 1).check(list(self.mean), f"{where}: the model card's mean")
+        Range(0, 1, low_open=True).check(list(self.std), f"{where}: the model card's std")
 
     # ONNX metadata is string -> string
     def to_metadata(self) -> dict[str, str]:
@@ -60,16 +70,15 @@ class ModelCard:
 
     @classmethod
     def from_metadata(cls, meta: dict[str, str], where: str) -> ModelCard:
-        if "petkit_card" in meta:
-            try:
-                return cls.from_dict(json.loads(meta["petkit_card"]), where)
-            except json.JSONDecodeError as exc:
-                raise PetkitError(f"{where} has a damaged petkit_card entry", "re-export it with 'petkit export-onnx'") from exc
-        if "fingerprint" not in meta or "image_size" not in meta:  # written before the card existed: 0.1.0 metadata
-            raise PetkitError(f"{where} was not exported by petkit (no petkit metadata)", "export it with 'petkit export-onnx'")
-        return cls(int(meta["image_size"]), _triple(json.loads(meta.get("mean", "[0.5, 0.5, 0.5]"))),
-                   _triple(json.loads(meta.get("std", "[0.5, 0.5, 0.5]"))), int(meta.get("embedding_dim", 0)),
-                   fingerprint=meta["fingerprint"], petkit_version=meta.get("petkit_version", ""))
+        if "petkit_card" not in meta:  # petkit 0.1 wrote loose entries without a seal: re-export those
+            raise PetkitError(f"{where} carries no petkit model card", "export it with 'petkit export-onnx'")
+        try:
+            data = json.loads(meta["petkit_card"])
+        except json.JSONDecodeError as exc:
+            raise PetkitError(f"{where} has a damaged petkit_card entry", "re-export it with 'petkit export-onnx'") from exc
+        if not isinstance(data, dict):
+            raise PetkitError(f"{where} has a damaged petkit_card entry", "re-export it with 'petkit export-onnx'")
+        return cls.from_dict(data, where)
 
 
 def _triple(values) -> tuple[float, float, float]:

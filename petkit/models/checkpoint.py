@@ -60,7 +60,11 @@ def save_checkpoint(path: str | Path, model: EmbeddingModel, config: dict[str, A
     if training is not None:
         payload["training"] = training
     with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+        try:
+            torch.save(payload, tmp)
+        except RuntimeError as exc:  # torch reports a failed write (a full disk, a file-size limit) as RuntimeError
+            raise PetkitError(f"cannot write checkpoint {path}: {str(exc).strip().splitlines()[0][:200]}",
+                              "is the disk full? free some space or set output_dir on another disk; nothing half-written was kept") from exc
     return card
 
 
@@ -98,7 +102,7 @@ def load_checkpoint(path: str | Path) -> LoadedCheckpoint:
     state = read_checkpoint(path)
     card = card_of(state, str(path))
     model = model_from_card(card)
-    load_model_state(model, state["model"], str(path))
+    load_model_state(model, state.get("model"), str(path))
     actual = fingerprint(model.state_dict())
     if card.fingerprint and actual != card.fingerprint:
         raise PetkitError(f"{path}: the weights do not match the fingerprint recorded with them ({actual} vs {card.fingerprint})",

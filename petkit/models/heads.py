@@ -10,20 +10,20 @@ every loss.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 from torch import nn
 
-from petkit.errors import PetkitError
 from petkit.interfaces import Head
+from petkit.limits import Range
 from petkit.registry import HEADS
 
 
 @HEADS.register("mlp")
-def mlp_head(in_features: int, hidden_dim: int = 512, embedding_dim: int = 128, layers: int = 2,
-             batch_norm: bool = False, dropout: float = 0.0) -> Head:
+def mlp_head(in_features: int, hidden_dim: Annotated[int, Range(1, 65536)] = 512, embedding_dim: Annotated[int, Range(1, 65536)] = 128,
+             layers: Annotated[int, Range(1, 64)] = 2, batch_norm: bool = False, dropout: Annotated[float, Range(0, 1, high_open=True)] = 0.0) -> Head:
     """MLP projection: (layers - 1) x [Linear, (BN), ReLU, (Dropout)] then Linear (default Linear-ReLU-Linear)."""
-    if layers < 1:
-        raise PetkitError(f"mlp head needs layers >= 1, got {layers}")
     modules: list[nn.Module] = []
     width = in_features
     for _ in range(layers - 1):
@@ -39,7 +39,7 @@ def mlp_head(in_features: int, hidden_dim: int = 512, embedding_dim: int = 128, 
 
 
 @HEADS.register("linear")
-def linear_head(in_features: int, embedding_dim: int = 128) -> Head:
+def linear_head(in_features: int, embedding_dim: Annotated[int, Range(1, 65536)] = 128) -> Head:
     """A single linear projection."""
     return Head(nn.Linear(in_features, embedding_dim), embedding_dim)
 
@@ -68,6 +68,6 @@ class BNNeck(nn.Module):
 
 
 @HEADS.register("bnneck")
-def bnneck(in_features: int, embedding_dim: int | None = None) -> Head:
+def bnneck(in_features: int, embedding_dim: Annotated[int, Range(1, 65536)] | None = None) -> Head:
     """BN-neck: (Linear) + BatchNorm1d with a frozen zero bias, as in strong re-ID baselines."""
     return Head(BNNeck(in_features, embedding_dim), embedding_dim or in_features)

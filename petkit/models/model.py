@@ -61,8 +61,16 @@ def build_model(model_config: Any, image_size: int, mean=None, std=None) -> Embe
     return EmbeddingModel(backbone.module, head.module, card)
 
 
+# backbone arguments that say where the initial weights come from: a model rebuilt from a card takes
+# its weights from the checkpoint, so a (crafted) card can never make petkit fetch from the hub or
+# read a file it names
+INITIALISATION_ARGS = ("pretrained", "weights")
+
+
 def model_from_card(card: ModelCard) -> EmbeddingModel:
     """The architecture a card describes, with fresh weights (load them after)."""
-    model = build_model({"backbone": card.backbone, "head": card.head}, card.image_size, card.mean, card.std)
+    backbone = _spec(card.backbone)
+    backbone["args"] = {k: v for k, v in backbone["args"].items() if k not in INITIALISATION_ARGS}
+    model = build_model({"backbone": backbone, "head": card.head}, card.image_size, card.mean, card.std)
     model.card = card
     return model

@@ -10,15 +10,19 @@ Each is stem -> stages -> pooling, with per-stage ``channels``, ``depths``, ``st
 
 from __future__ import annotations
 
-from typing import Callable, Literal, Sequence
+import math
+from typing import Annotated, Callable, Literal, Sequence
 
 import torch
 from torch import nn
 
 from petkit.errors import PetkitError
+from petkit.limits import Range
 from petkit.models.backbones import Backbone, GeM
 from petkit.registry import BACKBONES
 
+DROPOUT = Range(0, 1, high_open=True)
+CHANNELS, DEPTHS, STRIDES = Range(1, 8192), Range(1, 64), Range(1, 4)  # a crafted card cannot ask for a 100 GB net
 HALF = (0.5, 0.5, 0.5)  # no pretrained statistics to match: centre [0, 1] around 0
 
 
@@ -116,8 +120,6 @@ def _per_stage(value: float | Sequence[float], stages: int, name: str) -> list[f
 def _check(channels, depths, strides, pool) -> None:
     if not (len(channels) == len(depths) == len(strides)) or not channels:
         raise PetkitError(f"channels {list(channels)}, depths {list(depths)} and strides {list(strides)} must have one entry per stage")
-    if min(channels) < 1 or min(depths) < 1 or min(strides) < 1:
-        raise PetkitError("channels, depths and strides must all be >= 1")
     if pool not in ("avg", "gem"):
         raise PetkitError(f"pool must be 'avg' or 'gem', got '{pool}'")
 
@@ -142,8 +144,18 @@ def _build(stem: nn.Module, stem_out: int, channels, depths, strides, dropout, p
 
 
 def kaiming_init(module: nn.Module) -> None:
+    """He initialisation by fan-out, counted per group: a depthwise 3x3 convolution has a fan-out of 9,
+    not 9 x channels. torch's ``kaiming_normal_(mode="fan_out")`` counts every output channel, which
+    shrank each depthwise layer's output by about sqrt(channels): ``scratch_mobilenet``'s features were
+    about 1e-8 at initialisation in eval mode and every image embedded to the same vector after an epoch
+    (mean val cosine similarity 1.0000, measured)."""
     for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
+        if isinstance(m, nn.Conv2d):
+            fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
@@ -157,15 +169,19 @@ def _conv_stem(out: int, act: type[nn.Module] = nn.ReLU) -> nn.Module:
 
 
 @BACKBONES.register("scratch_resnet")
-def scratch_resnet(channels: Sequence[int] = (64, 128, 256, 512), depths: Sequence[int] = (2, 2, 2, 2), strides: Sequence[int] = (1, 2, 2, 2),
-                   stem_channels: int = 64, dropout: float | Sequence[float] = 0.0, pool: Literal["avg", "gem"] = "avg") -> Backbone:
+def scratch_resnet(channels: Annotated[Sequence[int], CHANNELS] = (64, 128, 256, 512), depths: Annotated[Sequence[int], DEPTHS] = (2, 2, 2, 2),
+                   strides: Annotated[Sequence[int], STRIDES] = (1, 2, 2, 2),
+                   stem_channels: Annotated[int, Range(1, 4096)] = 64, dropout: Annotated[float | Sequence[float], DROPOUT] = 0.0,
+                   pool: Literal["avg", "gem"] = "avg") -> Backbone:
     """petkit ResNet-style net from scratch (basic blocks; per-stage channels/depths/strides/dropout)."""
     return _build(_conv_stem(stem_channels), stem_channels, channels, depths, strides, dropout, pool, BasicBlock)
 
 
 @BACKBONES.register("scratch_convnext")
-def scratch_convnext(channels: Sequence[int] = (48, 96, 192, 384), depths: Sequence[int] = (2, 2, 4, 2), strides: Sequence[int] = (1, 2, 2, 2),
-                     stem_channels: int = 48, dropout: float | Sequence[float] = 0.0, pool: Literal["avg", "gem"] = "avg") -> Backbone:
+def scratch_convnext(channels: Annotated[Sequence[int], CHANNELS] = (48, 96, 192, 384), depths: Annotated[Sequence[int], DEPTHS] = (2, 2, 4, 2),
+                     strides: Annotated[Sequence[int], STRIDES] = (1, 2, 2, 2),
+                     stem_channels: Annotated[int, Range(1, 4096)] = 48, dropout: Annotated[float | Sequence[float], DROPOUT] = 0.0,
+                     pool: Literal["avg", "gem"] = "avg") -> Backbone:
     """petkit ConvNeXt-style net from scratch (patchify stem, depthwise 7x7 blocks, layer scale)."""
     stem = nn.Sequential(nn.Conv2d(3, stem_channels, 4, 4), ChannelNorm(stem_channels))
 
@@ -178,8 +194,10 @@ def scratch_convnext(channels: Sequence[int] = (48, 96, 192, 384), depths: Seque
 
 
 @BACKBONES.register("scratch_mobilenet")
-def scratch_mobilenet(channels: Sequence[int] = (16, 24, 40, 80, 160), depths: Sequence[int] = (1, 2, 2, 3, 2), strides: Sequence[int] = (1, 2, 2, 2, 1),
-                      stem_channels: int = 32, expand_ratio: float = 6.0, se_ratio: float = 0.25, dropout: float | Sequence[float] = 0.0,
+def scratch_mobilenet(channels: Annotated[Sequence[int], CHANNELS] = (16, 24, 40, 80, 160), depths: Annotated[Sequence[int], DEPTHS] = (1, 2, 2, 3, 2),
+                      strides: Annotated[Sequence[int], STRIDES] = (1, 2, 2, 2, 1),
+                      stem_channels: Annotated[int, Range(1, 4096)] = 32, expand_ratio: Annotated[float, Range(1, 16)] = 6.0,
+                      se_ratio: Annotated[float, Range(0, 1)] = 0.25, dropout: Annotated[float | Sequence[float], DROPOUT] = 0.0,
                       pool: Literal["avg", "gem"] = "avg") -> Backbone:
     """petkit MobileNetV2-style net from scratch (inverted bottlenecks + squeeze-excitation)."""
     block = lambda cin, cout, stride: InvertedResidual(cin, cout, stride, expand_ratio, se_ratio)  # noqa: E731

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 
@@ -23,6 +24,7 @@ from petkit import embeddings as emb
 from petkit.errors import PetkitError
 from petkit.evaluation import metrics as M
 from petkit.io import refuse_overwrite, write_json
+from petkit.limits import RATE, SIMILARITY, Range, checked
 
 FORMAT = "petkit.calibration"
 VERSION = 1
@@ -30,15 +32,14 @@ FILE_NAME = "calibration.json"
 MODES = ("open_set", "pairs")
 
 
-def calibrate(embeddings_path: str | Path, far: float, split: str | None = None, gallery_path: str | Path | None = None,
-              gallery_split: str | None = None, mode: str = "open_set", max_pairs: int = 4_000_000,
+@checked
+def calibrate(embeddings_path: str | Path, far: Annotated[float, RATE], split: str | None = None, gallery_path: str | Path | None = None,
+              gallery_split: str | None = None, mode: str = "open_set", max_pairs: Annotated[int, Range(1, 10**10)] = 4_000_000,
               out: str | Path | None = None, overwrite: bool = False) -> dict:
     """The calibration document for ``far`` on these embeddings; with ``out`` also written there
     (``"auto"``: calibration.json beside the model), its path in ``written_to``."""
     if mode not in MODES:
         raise PetkitError(f"unknown calibration mode '{mode}'", f"use one of {', '.join(MODES)}")
-    if not 0 < far < 1:
-        raise PetkitError(f"--far {far} must be between 0 and 1", "for 1 % write --far 0.01")
     probes, gallery = _sets(embeddings_path, split, gallery_path, gallery_split)
     if mode == "pairs":
         impostors, sizes = _impostor_pairs(_with(probes, gallery), max_pairs)
@@ -58,7 +59,7 @@ def calibrate(embeddings_path: str | Path, far: float, split: str | None = None,
     }
     if out is not None:
         target = default_path(document["model"]) if str(out) == "auto" else Path(out)
-        refuse_overwrite([target], overwrite)
+        refuse_overwrite([target], overwrite, inputs=(embeddings_path, gallery_path))
         write_json(target, document)
         document["written_to"] = str(target)
     return document
@@ -110,6 +111,14 @@ def load_calibration(path: str | Path) -> dict:
         raise PetkitError(f"{path} is not valid JSON: {exc}", "re-create it with 'petkit calibrate'") from exc
     if not isinstance(document, dict) or document.get("format") != FORMAT or "threshold" not in document:
         raise PetkitError(f"{path} is not a petkit calibration file", "create it with 'petkit calibrate'")
+    expected = {"threshold": (int, float), "fingerprint": str, "target_far": (int, float), "mode": str}
+    for key, types in expected.items():
+        value = document.get(key)
+        if isinstance(value, bool) or not isinstance(value, types):
+            raise PetkitError(f"{path}: '{key}' is {value!r}, not a {'string' if types is str else 'number'}",
+                              "re-create the file with 'petkit calibrate'")
+    SIMILARITY.check(document["threshold"], f"{path}: threshold")
+    RATE.check(document["target_far"], f"{path}: target_far")
     return document
 
 

@@ -12,17 +12,26 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import faiss
 import numpy as np
 
+from petkit.embeddings import check_vectors
 from petkit.errors import PetkitError
 from petkit.io import atomic_path, load_versioned_npz
+from petkit.limits import Range
 
 FORMAT = "petkit.index"
-VERSION = 1
+VERSION = 2  # 2: the model path is stored relative to the index file's folder (1: as given, relative to the working directory)
 KINDS = ("flat", "ivf", "hnsw")
+# the parameters each kind uses, with their valid ranges (faiss aborts the process on hnsw m=0)
+PARAMS = {
+    "flat": {},
+    "ivf": {"nlist": Range(1, 1 << 20), "nprobe": Range(1, 1 << 20)},
+    "hnsw": {"m": Range(2, 256), "ef_construction": Range(1, 100_000), "ef_search": Range(1, 100_000)},
+}
 
 
 class GalleryIndex:
@@ -32,11 +41,12 @@ class GalleryIndex:
             raise PetkitError(f"unknown index kind '{kind}'", f"use one of {', '.join(KINDS)}")
         if len(vectors) == 0:
             raise PetkitError("the gallery is empty", "check the gallery split/role selection")
+        check_vectors(np.asarray(vectors), fingerprint, "the gallery")
         self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         self.labels = np.asarray(labels).astype(str)
         self.paths = np.asarray(paths).astype(str) if paths is not None else np.full(len(vectors), "", dtype=str)
         self.kind, self.fingerprint, self.model = kind, fingerprint, model
-        self.params = _default_params(kind, len(vectors)) | (params or {})
+        self.params = _default_params(kind, len(vectors)) | check_params(kind, params or {})
         self.calibration = calibration
         self.index = self._build()
 
@@ -51,6 +61,7 @@ class GalleryIndex:
             index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
             index.train(self.vectors)
             index.nprobe = min(int(self.params["nprobe"]), nlist)
+            self.params.update(nlist=nlist, nprobe=index.nprobe)  # what was used, not what was asked (a small gallery caps it)
         else:
             index = faiss.IndexHNSWFlat(d, int(self.params["m"]), faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efConstruction = int(self.params["ef_construction"])
@@ -67,6 +78,7 @@ class GalleryIndex:
 
     def add(self, vectors: np.ndarray, labels: np.ndarray, paths: np.ndarray | None = None, fingerprint: str = "") -> None:
         """Enrol more images (new identities or more images of known ones)."""
+        check_vectors(np.asarray(vectors), fingerprint, "the images to add")
         self.require_model(fingerprint, "the images to add")
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if vectors.shape[1] != self.vectors.shape[1]:
@@ -91,7 +103,7 @@ class GalleryIndex:
         return removed
 
     def require_model(self, fingerprint: str, what: str) -> None:
-        if self.fingerprint and fingerprint and fingerprint != self.fingerprint:
+        if fingerprint != self.fingerprint:
             raise PetkitError(
                 f"{what} come from model {fingerprint}, but the index holds embeddings of model {self.fingerprint}: they are not comparable",
                 f"embed with the index's model ({self.model or 'the one recorded in the index'}) or rebuild the index with the new model",
@@ -131,7 +143,7 @@ class GalleryIndex:
     # ---- files
 
     def save(self, path: str | Path) -> None:
-        meta = {"kind": self.kind, "params": self.params, "fingerprint": self.fingerprint, "model": self.model,
+        meta = {"kind": self.kind, "params": self.params, "fingerprint": self.fingerprint, "model": _relative(self.model, Path(path).parent),
                 "calibration": self.calibration}
         with atomic_path(path) as tmp, tmp.open("wb") as handle:
             np.savez(handle, format=FORMAT, version=VERSION, meta=json.dumps(meta), vectors=self.vectors,
@@ -139,14 +151,63 @@ class GalleryIndex:
 
     @classmethod
     def load(cls, path: str | Path) -> GalleryIndex:
-        arrays = load_versioned_npz(path, FORMAT, VERSION, "index", "build one with 'petkit index build GALLERY.npz -o gallery.index'")
-        meta = json.loads(str(arrays["meta"]))
+        hint = "build one with 'petkit index build GALLERY.npz -o gallery.index'"
+        arrays = load_versioned_npz(path, FORMAT, VERSION, "index", hint)
         index = cls.__new__(cls)
-        index.vectors, index.labels, index.paths = arrays["vectors"], arrays["labels"].astype(str), arrays["paths"].astype(str)
-        index.kind, index.params, index.fingerprint = meta["kind"], meta["params"], meta["fingerprint"]
-        index.model, index.calibration = meta["model"], meta["calibration"]
-        index.index = faiss.deserialize_index(arrays["faiss"])
+        try:
+            meta = json.loads(str(arrays["meta"]))
+            index.vectors, index.labels, index.paths = arrays["vectors"], arrays["labels"].astype(str), arrays["paths"].astype(str)
+            index.kind, index.params, index.fingerprint = str(meta["kind"]), check_params(meta["kind"], meta["params"]), str(meta["fingerprint"])
+            index.model, index.calibration = str(meta["model"]), meta["calibration"]
+            blob = arrays["faiss"]
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise PetkitError(f"{path} is a damaged index ({type(exc).__name__}: {exc})", hint) from exc
+        check_vectors(index.vectors, index.fingerprint, str(path))
+        if not (len(index.vectors) == len(index.labels) == len(index.paths)) or not len(index.vectors):
+            raise PetkitError(f"{path}: the vectors, identities and paths differ in number (or are empty)", hint)
+        if index.calibration is not None and not (isinstance(index.calibration, dict) and _is_similarity(index.calibration.get("threshold"))):
+            raise PetkitError(f"{path}: the stored threshold is not a number in [-1, 1]", hint)
+        if int(arrays["version"]) >= 2 and index.model and not Path(index.model).is_absolute():
+            index.model = str((Path(path).parent / index.model).resolve())
+        try:
+            index.index = faiss.deserialize_index(np.ascontiguousarray(blob, dtype=np.uint8))
+        except Exception as exc:  # faiss raises RuntimeError with a C++ backtrace for a damaged blob
+            raise PetkitError(f"{path}: the faiss index inside is damaged ({str(exc).strip().splitlines()[0][:160]})", hint) from exc
+        if index.index.ntotal != len(index.vectors) or index.index.d != index.vectors.shape[1]:
+            raise PetkitError(f"{path}: the faiss index holds {index.index.ntotal} x {index.index.d}, the gallery {index.vectors.shape}", hint)
         return index
+
+
+def check_params(kind: str, params: dict) -> dict:
+    """``params`` if every one is a parameter of ``kind`` and an integer in its range; else one clear error."""
+    if kind not in PARAMS:
+        raise PetkitError(f"unknown index kind '{kind}'", f"use one of {', '.join(KINDS)}")
+    if not isinstance(params, dict):
+        raise PetkitError(f"index parameters must be KEY=VALUE pairs, got {params!r}")
+    allowed = PARAMS[kind]
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        hint = f"the {kind} index takes {', '.join(allowed)}" if allowed else f"the {kind} index takes no parameters"
+        raise PetkitError(f"--param {', '.join(unknown)} does not apply to a {kind} index (it would be stored but never used)", hint)
+    for name, value in params.items():
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise PetkitError(f"--param {name}={value!r} must be a whole number")
+        allowed[name].check(value, f"--param {name}")
+    return dict(params)
+
+
+def _is_similarity(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and -1.0 <= value <= 1.0
+
+
+def _relative(model: str, folder: Path) -> str:
+    """A model path as the index stores it: relative to the index's folder, so either can be moved with the other."""
+    if not model:
+        return model
+    try:
+        return os.path.relpath(Path(model).resolve(), folder.resolve())
+    except ValueError:  # another drive (Windows)
+        return str(Path(model).resolve())
 
 
 def _default_params(kind: str, n: int) -> dict:

@@ -6,6 +6,7 @@ import csv
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 
@@ -13,6 +14,7 @@ from petkit import embeddings as emb
 from petkit.engine.embedder import embed
 from petkit.errors import PetkitError
 from petkit.io import refuse_overwrite, write_text
+from petkit.limits import SIMILARITY, Range, checked
 from petkit.retrieval.calibration import resolve_threshold
 from petkit.retrieval.index import GalleryIndex
 
@@ -23,7 +25,7 @@ def build_index(embeddings_path: str | Path, split: str | None = None, kind: str
                 calibration: str | Path | None = None, out: str | Path | None = None, overwrite: bool = False) -> tuple[GalleryIndex, float]:
     """(index, its recall@10 against exact search) from the labelled real images of an embeddings file; saved to ``out``."""
     if out is not None:
-        refuse_overwrite([Path(out)], overwrite)
+        refuse_overwrite([Path(out)], overwrite, inputs=(embeddings_path, calibration))
     data = emb.load(embeddings_path).where("splits", split).labelled_real()
     if not len(data):
         raise PetkitError(f"no labelled images{f' with split {split!r}' if split else ''} in {embeddings_path}", "check --split")
@@ -61,19 +63,29 @@ class Match:
     accepted: bool  # score >= the threshold (always True without one)
 
 
-def search(index: GalleryIndex, images: str | Path, model: str | Path | None = None, top_k: int = 5,
-           threshold: float | None = None, calibration: str | Path | None = None, device: str = "auto",
-           progress=None, on_total=None, out: str | Path | None = None, overwrite: bool = False) -> tuple[list[Match], float | None, str]:
-    """The top-k identities for every image under ``images``; (matches, threshold, where it came from).
+@dataclass
+class SearchResult:
+    matches: list[Match]
+    threshold: float | None
+    source: str  # where the threshold came from
+    skipped: list[tuple[str, str]]  # (image, why) for images that could not be decoded
 
-    With ``out`` the matches are also written as CSV (image,rank,identity,score,accepted).
+
+@checked
+def search(index: GalleryIndex, images: str | Path, model: str | Path | None = None, top_k: Annotated[int, Range(1, 100_000)] = 5,
+           threshold: Annotated[float, SIMILARITY] | None = None, calibration: str | Path | None = None, device: str = "auto",
+           progress=None, on_total=None, out: str | Path | None = None, overwrite: bool = False) -> SearchResult:
+    """The top-k identities for every readable image under ``images`` (an unreadable one is skipped and
+    listed in the result, the rest are answered). With ``out`` the matches are also written as CSV
+    (image,rank,identity,score,accepted).
     """
     if out is not None:
-        refuse_overwrite([Path(out)], overwrite)
+        refuse_overwrite([Path(out)], overwrite, inputs=(images, model, calibration))
     model = model or index.model
     if not model:
         raise PetkitError("the index does not record its model", "pass --model best.pt (or model.onnx)")
-    queries = embed(model, images, device=device, progress=progress, on_total=on_total, fmt="images")
+    skipped: list[tuple[str, str]] = []
+    queries = embed(model, images, device=device, progress=progress, on_total=on_total, fmt="images", skipped=skipped)
     index.require_model(queries.fingerprint, f"the images embedded with {model}")
     if threshold is None and calibration is None and index.calibration:
         threshold, source = index.calibration["threshold"], f"the index ({index.calibration['source']})"
@@ -90,4 +102,4 @@ def search(index: GalleryIndex, images: str | Path, model: str | Path | None = N
         writer.writerow(["image", "rank", "identity", "score", "accepted"])
         writer.writerows([m.image, m.rank, m.identity, f"{m.score:.6f}", int(m.accepted)] for m in matches)
         write_text(out, buffer.getvalue())
-    return matches, threshold, source
+    return SearchResult(matches, threshold, source, skipped)

@@ -18,6 +18,7 @@ import csv
 import io
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Annotated
 
 import numpy as np
 
@@ -27,6 +28,7 @@ from petkit.data.pairs import Pairs, read_pairs
 from petkit.errors import PetkitError
 from petkit.interfaces import SubmissionWriter
 from petkit.io import refuse_overwrite, write_text
+from petkit.limits import SIMILARITY, Range, checked
 from petkit.registry import SUBMISSIONS
 from petkit.retrieval.calibration import resolve_threshold
 from petkit.retrieval.index import GalleryIndex
@@ -115,7 +117,7 @@ class PairScoresWriter(SubmissionWriter):
 
 
 @SUBMISSIONS.register("topk")
-def topk_writer(k: int = 3, columns: list[str] | None = None, separator: str = " ", delimiter: str = ",") -> TopKWriter:
+def topk_writer(k: Annotated[int, Range(1, 100_000)] = 3, columns: list[str] | None = None, separator: str = " ", delimiter: str = ",") -> TopKWriter:
     """image,pred with the k best distinct identities per query (cat-face top-3 challenge)."""
     return TopKWriter(k, columns, separator, delimiter)
 
@@ -133,7 +135,7 @@ def open_set_writer(columns: list[str] | None = None, delimiter: str = ",", unkn
 
 
 @SUBMISSIONS.register("pair_scores")
-def pair_scores_writer(columns: list[str] | None = None, delimiter: str = ",", digits: int = 6) -> PairScoresWriter:
+def pair_scores_writer(columns: list[str] | None = None, delimiter: str = ",", digits: Annotated[int, Range(1, 17)] = 6) -> PairScoresWriter:
     """pair_id,similarity (cosine, -1..1) for every pair of a pairs CSV."""
     return PairScoresWriter(columns, delimiter, digits)
 
@@ -153,6 +155,7 @@ def query_ids(paths: np.ndarray, form: str) -> list[str]:
     return ids
 
 
+@checked
 def submit(
     queries_path: str,
     gallery_path: str | None = None,
@@ -161,7 +164,7 @@ def submit(
     writer: str = "topk",
     writer_args: dict | None = None,
     id_from: str = "name",
-    threshold: float | None = None,
+    threshold: Annotated[float, SIMILARITY] | None = None,
     calibration: str | None = None,
     pairs: str | None = None,
     out: str | Path | None = None,
@@ -174,7 +177,7 @@ def submit(
     or calibration.json beside the model (None when there is none).
     """
     if out is not None:
-        refuse_overwrite([Path(out)], overwrite)
+        refuse_overwrite([Path(out)], overwrite, inputs=(queries_path, gallery_path, pairs, calibration))
     build = SUBMISSIONS.build({"name": writer, "args": writer_args or {}})
     if build.needs_pairs and not pairs:
         raise PetkitError(f"the {writer} submission answers the pairs of a pairs file", "pass --pairs pairs.csv (the file you embedded)")

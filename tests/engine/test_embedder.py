@@ -66,5 +66,5 @@ def test_embed_owns_its_output_and_its_overwrite_check(tmp_path):
     assert out.is_file() and len(first) == 6
     with pytest.raises(PetkitError, match="output already exists"):
         embed(FIXTURES / "checkpoint-v0.1.0.pt", FIXTURES / "fixture-photos", device="cpu", out=out)
-    with pytest.raises(PetkitError, match="batch size must be >= 1"):
+    with pytest.raises(PetkitError, match="--batch-size is 0"):
         embed(FIXTURES / "checkpoint-v0.1.0.pt", FIXTURES / "fixture-photos", device="cpu", batch_size=0)

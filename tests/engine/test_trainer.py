@@ -21,7 +21,7 @@ def config_for(prepared, tmp_path, *extra):
 def test_best_checkpoint_and_early_stopping_follow_the_val_metric(prepared, tmp_path, monkeypatch):
     scores = iter([0.10, 0.50, 0.40, 0.45, 0.30, 0.90])  # epoch 0 (untrained), then epochs 1..5
 
-    def fake_validate(self):
+    def fake_validate(self, trained=False):
         return {f"val_{k}": 0.0 for k in trainer.VAL_METRICS} | {"val_recall@1": next(scores)}
 
     monkeypatch.setattr(trainer.Trainer, "validate", fake_validate)

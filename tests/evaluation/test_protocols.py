@@ -279,7 +279,7 @@ def test_pairs_calibration_and_its_checks(tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(PetkitError, match="not valid JSON"):
         resolve_threshold(None, tmp_path / "bad.json", "f1", "")
-    with pytest.raises(PetkitError, match="between 0 and 1"):
+    with pytest.raises(PetkitError, match="--far is 1.0; it must be in"):
         calibrate(path, 1.0)
 
 

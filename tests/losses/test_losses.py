@@ -145,7 +145,8 @@ def test_cross_entropy_with_label_smoothing_by_hand():
     x, labels = batch()
     loss = LOSSES.build({"name": "cross_entropy", "args": {"label_smoothing": 0.2}}, num_classes=CLASSES, embedding_dim=DIM)
     e = F.normalize(x, dim=1)
-    log_p = torch.log_softmax(loss.classifier(e), dim=1)
+    cosine = e @ F.normalize(loss.classifier.weight, dim=1).T  # logits: scale x cosine to the class centres
+    log_p = torch.log_softmax(16.0 * cosine, dim=1)
     target = torch.full_like(log_p, 0.2 / CLASSES)
     target[torch.arange(len(labels)), labels] += 0.8
     assert loss(e, labels).item() == pytest.approx(-(target * log_p).sum(1).mean().item(), abs=1e-6)
@@ -293,10 +294,10 @@ def test_soft_margin_triplet_is_softplus_of_the_gap():
 
 
 @pytest.mark.parametrize("spec, message", [
-    ({"name": "triplet", "args": {"margin": -1}}, "margin must be"),
-    ({"name": "arcface", "args": {"margin": 2.0}}, "arcface margin"),
+    ({"name": "triplet", "args": {"margin": -1}}, "triplet': margin is -1; it must be in"),
+    ({"name": "arcface", "args": {"margin": 2.0}}, "arcface': margin is 2.0; it must be in"),
     ({"name": "contrastive", "args": {"distance": "manhattan"}}, "distance must be"),
-    ({"name": "supcon", "args": {"temperature": 0}}, "temperature must be"),
+    ({"name": "supcon", "args": {"temperature": 0}}, "temperature is 0; it must be"),
     ({"name": "cross_entropy", "args": {"label_smoothing": 1.0}}, "label_smoothing"),
     ({"name": "quadruplet", "args": {"fake_weight": -1}}, "fake_weight"),
     ({"name": "sum", "args": {"losses": []}}, "non-empty list"),

@@ -63,8 +63,8 @@ def recomputed_accuracy(checkpoint, manifest_path) -> float:
     loaded = load_checkpoint(checkpoint)
     vectors = torch.from_numpy(embed_store(TorchEmbedder(loaded.model, Engine.create("cpu", "fp32")), ImageStore(val, loaded.card.image_size)))
     loss_state = read_checkpoint(checkpoint)["training"]["loss"]
-    weight, bias = loss_state["classifier.weight"], loss_state["classifier.bias"]
-    predicted = (vectors @ weight.T + bias).argmax(1)
+    weight = torch.nn.functional.normalize(loss_state["classifier.weight"], dim=1)  # a cosine classifier
+    predicted = (vectors @ weight.T).argmax(1)
     truth = torch.tensor([train_names.index(name) for name in val.values(mf.IDENTITY)])
     return float((predicted == truth).float().mean())
 

@@ -28,7 +28,7 @@ def test_top_identities_equal_a_full_per_identity_max():
     gallery = unit(rng, 300)
     labels = np.array([f"id{i % 7 if i < 250 else i}" for i in range(300)])  # big and singleton identities
     queries = unit(rng, 25)
-    names, scores = GalleryIndex(gallery, labels).top_identities(queries, 5)
+    names, scores = GalleryIndex(gallery, labels, fingerprint="fp1").top_identities(queries, 5)
     assert names == brute_force_top_identities(queries, gallery, labels, 5)
     assert all(a >= b for row in scores for a, b in zip(row, row[1:]))
 
