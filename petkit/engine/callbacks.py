@@ -95,6 +95,36 @@ class TrainLog(Callback):
             self.write(result.stop_reason)
 
 
+STEP_COLUMNS = ("epoch", "batch", "step", "loss", "lr")
+
+
+class StepLog(Callback):
+    """steps.csv: the loss and learning rate of every batch (history.csv has one row per epoch, so
+    warmup and restarts only show here). Written at each epoch's end: reading a loss syncs the device."""
+
+    def __init__(self, path: Path, append: bool):
+        self.path, self.append = path, append
+        self.step = 0
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        kept: list[str] = []
+        if self.append and self.path.exists():  # resumed: keep the steps of the epochs the checkpoint holds
+            lines = self.path.read_text(encoding="utf-8").splitlines()[1:]
+            kept = [line for line in lines if line.split(",", 1)[0].isdigit() and int(line.split(",", 1)[0]) <= trainer.state.epoch]
+        self.step = len(kept)
+        write_text(self.path, "".join(f"{line}\n" for line in (",".join(STEP_COLUMNS), *kept)))
+
+    def on_epoch_end(self, trainer: Trainer, row: dict) -> None:
+        if row["epoch"] == 0:
+            return
+        lines = []
+        for batch, loss, lr in trainer.step_losses:
+            self.step += 1
+            lines.append(f"{row['epoch']},{batch},{self.step},{float(loss):.6g},{lr:.6g}\n")
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.writelines(lines)
+
+
 HISTORY_BASE = ("epoch", "train_loss", "lr", "images_per_s", "seconds")
 HISTORY_NOTE = "note"  # last column: what changed at this epoch (e.g. settings changed on resume)
 

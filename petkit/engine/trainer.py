@@ -24,7 +24,7 @@ import torch
 from petkit.config import Config, dump_yaml, resolve, to_dict
 from petkit.data import manifest as mf
 from petkit.data.batches import ImageStore
-from petkit.engine.callbacks import LOGGERS, Callback, Checkpointer, EarlyStopping, History, TrainLog
+from petkit.engine.callbacks import LOGGERS, Callback, Checkpointer, EarlyStopping, History, StepLog, TrainLog
 from petkit.engine.embedder import TorchEmbedder, embed_store
 from petkit.engine.engine import Engine
 from petkit.errors import PetkitError
@@ -37,7 +37,7 @@ from petkit.registry import AUGMENTATIONS, BACKBONES, HEADS, LOSSES, MINERS, OPT
 
 # files a run folder holds: a folder with only these and no checkpoint is a run that never finished
 # an epoch (killed while loading or training its first epoch) and is started anew
-RUN_FILES = ("config.yaml", "train.log", "history.csv", "tensorboard", LOCK_NAME)
+RUN_FILES = ("config.yaml", "train.log", "history.csv", "steps.csv", "tensorboard", LOCK_NAME)
 # mean distance of the val embeddings (unit vectors) from their centroid below which they carry no
 # identity. Measured after one epoch on 24 synthetic identities at 64 px: the collapsed scratch_mobilenet
 # (features 1e-8) 9.4e-4; the repaired one 0.026 (its recall@1 rose), scratch_resnet 0.16, scratch_convnext 0.47
@@ -149,7 +149,7 @@ class Trainer:
             self.lock.release()
             raise
         # the run's own files first, so the caller's callbacks see them written
-        self.callbacks: list[Callback] = [TrainLog(self.run_dir / "train.log", append=resume),
+        self.callbacks: list[Callback] = [TrainLog(self.run_dir / "train.log", append=resume), StepLog(self.run_dir / "steps.csv", append=resume),
                                           History(self.run_dir / "history.csv", tuple(f"val_{k}" for k in VAL_METRICS)),
                                           Checkpointer(self.last_path, self.best_path)]
         if config.train.early_stopping_patience is not None:
@@ -159,6 +159,7 @@ class Trainer:
         self.state = TrainState()
         self.stop_reason = ""
         self.warnings: list[str] = []
+        self.step_losses: list[tuple[int, torch.Tensor, float]] = []  # this epoch's (batch, loss, lr), for steps.csv
         self.resume_note = ""  # what changed since the run checkpoint (recorded in train.log and history)
 
     # ---- hooks
@@ -356,8 +357,10 @@ class Trainer:
         running = 0.0
         batches = len(self.sampler)
         with_positives = 0  # batches holding two images of one identity
+        self.step_losses = []
         for position, (indices, batch) in enumerate(self.train_store.batches(self.sampler)):
             losses.append(self.train_step(indices, batch, position, position == batches - 1))
+            self.step_losses.append((position + 1, losses[-1], self.optimizer.param_groups[0]["lr"]))
             total_images += len(indices)
             with_positives += int(torch.unique(self.labels[indices], return_counts=True)[1].max() > 1)
             if len(losses) % 5 == 1:  # .item() syncs the device: not every step
@@ -479,9 +482,14 @@ class Trainer:
                 raise PetkitError(f"cannot resume {path} with train.ema_decay set: the run was trained without EMA",
                                   "resume without changing train.ema_decay")
             load_model_state(self.ema.module, saved["model"], str(path))
-        self.loss_fn.load_state_dict(training["loss"])
-        self.optimizer.load_state_dict(training["optimizer"])
-        self.scheduler.load_state_dict(training["scheduler"])
+        try:
+            self.loss_fn.load_state_dict(training["loss"])
+            self.optimizer.load_state_dict(training["optimizer"])
+            self.scheduler.load_state_dict(training["scheduler"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:  # a loss whose parameters changed between versions
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise PetkitError(f"cannot resume {path}: its loss or optimiser state does not fit this run ({first})",
+                              "the loss changed since the run was written (petkit upgraded?); start a new run, or embed with its best.pt") from exc
         self.engine.load_state_dict(training.get("engine", {}))
         torch.set_rng_state(training["rng"]["torch"])
         self.generator.set_state(training["rng"]["augment"])

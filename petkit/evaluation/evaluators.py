@@ -10,6 +10,7 @@ Unlabelled images (a challenge's test queries) are never scored; fake images onl
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -110,14 +111,50 @@ def verification(max_pairs: Annotated[int, Range(1, 10**10)] = 4_000_000, seed: 
             protocol = f"verification/pairs-csv ({Path(pairs).name})"
         else:
             data = labelled_real(probe if gallery is None else concat_sets(probe, gallery))
-            i, j, sampled = M.pair_indices(len(data), max_pairs, seed)
-            scores, owners = np.einsum("ij,ij->i", data.vectors[i], data.vectors[j]), identity_codes(data)
-            protocol = "verification/" + ("sampled-pairs" if sampled else "all-pairs")
-            return (verification_metrics(scores, owners[i] == owners[j], protocol, fars, threshold, bootstrap, seed, (owners[i], owners[j]))
+            pairs_ = verification_pair_scores(data, max_pairs, seed)
+            protocol = "verification/" + ("sampled-pairs" if pairs_.sampled else "all-pairs")
+            return (verification_metrics(pairs_.scores, pairs_.same, protocol, fars, threshold, bootstrap, seed, pairs_.owners)
                     + _verification_by_category(data, max_pairs, seed))
         return verification_metrics(scores, same, protocol, fars, threshold, bootstrap, seed)
 
     return evaluate
+
+
+@dataclass
+class PairScores:
+    """Cosine similarities of image pairs and whether each pair shows one individual."""
+
+    scores: np.ndarray
+    same: np.ndarray
+    owners: tuple[np.ndarray, np.ndarray]  # identity code of each pair's first and second image
+    sampled: bool
+
+
+def verification_pair_scores(data: EmbeddingSet, max_pairs: int = 4_000_000, seed: int = 0) -> PairScores:
+    """Every same/different pair of ``data`` (a uniform sample above ``max_pairs``): what verification scores and the report plots."""
+    i, j, sampled = M.pair_indices(len(data), max_pairs, seed)
+    owners = identity_codes(data)
+    return PairScores(np.einsum("ij,ij->i", data.vectors[i], data.vectors[j]), owners[i] == owners[j], (owners[i], owners[j]), sampled)
+
+
+def real_fake_pair_scores(data: EmbeddingSet, max_pairs: int = 4_000_000, seed: int = 0) -> dict[str, PairScores]:
+    """``{"real": genuine vs real impostors, "fake": genuine vs (real X, fake of X)}``: the pairs of eer_real and eer_fake."""
+    data = data.subset(data.identities != "")
+    fake = data.columns["is_fake"] == "1"
+    if not fake.any():
+        raise PetkitError("the embeddings have no fake images (is_fake = 1)",
+                          "put forgeries in <identity>/fake/ and re-run prepare and embed, or add an is_fake column")
+    i, j, sampled = M.pair_indices(len(data), max_pairs, seed)
+    ids, codes = data.identities, identity_codes(data)
+    same_id = ids[i] == ids[j]
+    both_real = ~fake[i] & ~fake[j]
+    scores = np.einsum("ij,ij->i", data.vectors[i], data.vectors[j])
+    genuine = same_id & both_real
+    out = {}
+    for name, negatives in (("real", ~same_id & both_real), ("fake", same_id & (fake[i] ^ fake[j]))):
+        keep = genuine | negatives
+        out[name] = PairScores(scores[keep], genuine[keep], (codes[i][keep], codes[j][keep]), sampled)
+    return out
 
 
 def identity_codes(data: EmbeddingSet) -> np.ndarray:
@@ -227,23 +264,10 @@ def real_fake(max_pairs: Annotated[int, Range(1, 10**10)] = 4_000_000, seed: Non
 
     def evaluate(probe: EmbeddingSet, gallery: EmbeddingSet | None) -> list[dict]:
         data = probe if gallery is None else concat_sets(probe, gallery)
-        data = data.subset(data.identities != "")
-        fake = data.columns["is_fake"] == "1"
-        if not fake.any():
-            raise PetkitError("the embeddings have no fake images (is_fake = 1)",
-                              "put forgeries in <identity>/fake/ and re-run prepare and embed, or add an is_fake column")
-        i, j, _ = M.pair_indices(len(data), max_pairs, seed)
-        ids, codes = data.identities, identity_codes(data)
-        same_id = ids[i] == ids[j]
-        both_real = ~fake[i] & ~fake[j]
-        one_fake = fake[i] ^ fake[j]
-        scores = np.einsum("ij,ij->i", data.vectors[i], data.vectors[j])
-        genuine = same_id & both_real
         out = []
-        for name, negatives in (("real", ~same_id & both_real), ("fake", same_id & one_fake)):
-            keep = genuine | negatives
-            owners = (codes[i][keep], codes[j][keep])
-            for metric in verification_metrics(scores[keep], genuine[keep], f"real_fake/{name}-negatives", (), None, bootstrap, seed, owners):
+        for name, pairs_ in real_fake_pair_scores(data, max_pairs, seed).items():
+            for metric in verification_metrics(pairs_.scores, pairs_.same, f"real_fake/{name}-negatives", (), None, bootstrap, seed,
+                                               pairs_.owners):
                 if metric["name"] in ("eer", "roc_auc", "eer_threshold"):
                     metric["name"] = f"{metric['name']}_{name}"
                     out.append(metric)

@@ -112,3 +112,25 @@ def test_fakes_are_left_out_before_the_sampler_is_built(tmp_path):
     quad = trainer.Trainer(config_for(manifest, tmp_path / "runs2", "train.epochs=1", "loss=quadruplet"))
     quad.setup()
     assert len(quad.train_rows) == 30 and int(quad.is_fake.sum()) == 6 and len(quad.identities) == 6
+
+
+def test_steps_csv_records_every_batch_and_survives_a_resume(prepared, tmp_path):
+    """steps.csv: one row per batch with its loss and learning rate; a resume keeps the checkpointed epochs' rows."""
+    from petkit.engine.trainer import train
+
+    overrides = [f"data.manifest={prepared}", f"output_dir={tmp_path}", "name=s", "train.epochs=2", "data.image_size=32",
+                 "train.device=cpu", "data.sampler.args={p: 4, k: 2}", "model.backbone.name=scratch_resnet",
+                 "model.backbone.args={channels: [8, 16], depths: [1, 1], strides: [2, 2], stem_channels: 8}"]
+    config = resolve(None, overrides)
+    result = train(config)
+    rows = list(csv.DictReader((result.run_dir / "steps.csv").open()))
+    batches = len(rows) // 2
+    assert [int(r["step"]) for r in rows] == list(range(1, len(rows) + 1))
+    assert [int(r["epoch"]) for r in rows] == [1] * batches + [2] * batches
+    last_lr = [float(r["lr"]) for r in rows if int(r["batch"]) == batches]
+    assert last_lr == pytest.approx([h["lr"] for h in result.history if h["epoch"] > 0], rel=1e-5)  # the epoch's last LR
+    assert all(float(r["loss"]) > 0 for r in rows)
+    config.train.epochs = 3
+    train(config, resume=True)
+    again = list(csv.DictReader((result.run_dir / "steps.csv").open()))
+    assert again[: len(rows)] == rows and [int(r["epoch"]) for r in again[len(rows):]] == [3] * batches

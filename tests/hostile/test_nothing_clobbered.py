@@ -205,3 +205,19 @@ def test_the_cli_summary_says_when_training_made_the_model_worse(material, tmp_p
     code, out, err = run_petkit(capsys, "train", "--manifest", material["manifest"], "--output-dir", tmp_path, "--name", "w",
                                 "--epochs", "1", *SMALL)
     assert code == 0 and "every trained epoch scored below the untrained model" in err, err
+
+
+def test_resume_with_a_loss_state_of_another_shape_is_one_line(material, tmp_path):
+    """A run written by an older petkit whose loss had other parameters (cross_entropy was linear)."""
+    import torch
+
+    from petkit.engine.trainer import train
+
+    config = _config(material, tmp_path, "loss=cross_entropy", "data.sampler={name: class_balanced, args: {batch_size: 6}}")
+    train(config)
+    state = torch.load(config.run_dir / "last.pt", weights_only=True)
+    state["training"]["loss"] = {"classifier.weight": torch.zeros(3, 128), "classifier.bias": torch.zeros(3)}
+    torch.save(state, config.run_dir / "last.pt")
+    config.train.epochs = 2
+    with pytest.raises(PetkitError, match="its loss or optimiser state does not fit"):
+        train(config, resume=True)
