@@ -7,6 +7,7 @@ import sys
 import warnings
 
 import typer
+from rich.markup import escape
 
 from petkit import __version__
 from petkit.cli.common import err_console, fail
@@ -45,9 +46,9 @@ def _register_commands() -> None:
     if _state.get("registered"):
         return  # main() may run more than once in one process (tests, notebooks)
     _state["registered"] = True
-    from petkit.cli import calibrate, demo, embed, evaluate, export, index, plugins, prepare, submit, synth, train
+    from petkit.cli import calibrate, demo, embed, evaluate, export, index, plugins, prepare, report, submit, synth, train
 
-    for module in (prepare, train, embed, evaluate, calibrate, submit, export, synth, demo):
+    for module in (prepare, train, embed, evaluate, report, calibrate, submit, export, synth, demo):
         module.register(app)
     index.register_search(app)
     app.add_typer(index.app, name="index")
@@ -55,7 +56,7 @@ def _register_commands() -> None:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    err_console.print(f"[yellow]warning:[/] {message}")
+    err_console.print(f"[yellow]warning:[/] {escape(str(message))}")
 
 
 def _click_exceptions(name: str) -> tuple[type, ...]:

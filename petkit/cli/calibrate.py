@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 
 from petkit.cli.common import console, written
 
@@ -41,5 +42,5 @@ def calibrate_command(
                   f"{document['achieved_far']:.4f} over {document['impostor_scores']} impostor scores, gallery of "
                   f"{document.get('gallery_identities', 'n/a')} identities")
     if "note" in document:
-        console.print(f"[yellow]note:[/] {document['note']}")
+        console.print(f"[yellow]note:[/] {escape(document['note'])}")
     written(("calibration", out))

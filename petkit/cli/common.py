@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Iterator
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -47,9 +48,9 @@ def written(*items: tuple[str, Path | str]) -> None:
 
 
 def fail(error: PetkitError) -> None:
-    err_console.print(f"[red]error:[/] {error.message}")
+    err_console.print(f"[red]error:[/] {escape(error.message)}")
     if error.hint:
-        err_console.print(f"[dim]hint:[/] {error.hint}")
+        err_console.print(f"[dim]hint:[/] {escape(error.hint)}")
 
 
 def parse_list(text: str) -> list[str]:

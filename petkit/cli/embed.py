@@ -32,12 +32,16 @@ def embed_command(
     precision: str = typer.Option("auto", "--precision", help="auto, fp32, fp16 (CUDA) or bf16 (checkpoints; an ONNX model runs in fp32)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Decoding workers: threads up to 2, processes beyond (default: CPU cores, at most 8)."),
     fmt: Optional[str] = typer.Option(None, "--format", help="Dataset source: manifest, folder, course_verification, pairs or images (default: detected)."),
+    untrained: bool = typer.Option(False, "--untrained", help="Embed with the checkpoint's architecture at its initial weights "
+                                   "(seeded like 'petkit train'): the 'before training' maps of 'petkit report --before'."),
+    seed: int = typer.Option(0, "--seed", help="With --untrained: the run's train.seed."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
 ) -> None:
     from petkit.engine.embedder import embed
 
     with progress_bar("embedding") as tracker:
         result = embed(model, source, split, batch_size, flip_tta, device, precision, workers,
-                       progress=tracker, on_total=tracker.set_total, fmt=fmt, out=out, overwrite=overwrite)
+                       progress=tracker, on_total=tracker.set_total, fmt=fmt, out=out, overwrite=overwrite,
+                       untrained_seed=seed if untrained else None)
     console.print(f"{len(result)} images, {result.vectors.shape[1]}-d, {len(set(result.identities.tolist()))} identities; model {result.fingerprint}")
     written(("embeddings", out))

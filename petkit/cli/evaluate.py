@@ -34,6 +34,7 @@ def evaluate_command(
     option: list[str] = typer.Option([], "--option", help="PROTOCOL.KEY=VALUE for an evaluator, e.g. few_shot.n_way=10 (repeatable)."),
     pairs: Optional[Path] = typer.Option(None, "--pairs", help="Score verification on the pairs of this CSV (pair_id,path_a,path_b,same)."),
     rerank: Optional[str] = typer.Option(None, "--rerank", help="Re-rank retrieval: k_reciprocal or query_expansion."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Also write the HTML report (as 'petkit report') to this folder."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
 ) -> None:
     from petkit.evaluation.evaluate import evaluate
@@ -46,6 +47,11 @@ def evaluate_command(
     document = evaluate(embeddings, parse_list(protocol), split, gallery, gallery_split, options, out=out, overwrite=overwrite)
     _print_tables(document)
     written(("metrics", out))
+    if report is not None:
+        from petkit.cli.report import summarise
+        from petkit.report import build_report
+
+        summarise(build_report(embeddings, gallery=gallery, out=report, split=split, overwrite=overwrite))
 
 
 def _print_tables(document: dict) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from petkit.cli.common import console, err_console, parse_options, written
@@ -107,7 +108,7 @@ def search_command(
         result = search(index, images, model, top_k, threshold, calibration, device, tracker, tracker.set_total, out=out, overwrite=overwrite)
     _print_matches(result.matches, result.threshold, result.source, unknown_label)
     for image, reason in result.skipped:
-        err_console.print(f"[yellow]skipped:[/] {image}: {reason}")
+        err_console.print(f"[yellow]skipped:[/] {escape(image)}: {escape(reason)}")
     if result.skipped:
         console.print(f"answered {len({m.image for m in result.matches})} images; skipped {len(result.skipped)} that could not be decoded")
     if out:

@@ -13,7 +13,8 @@ Every command prints one-line errors with a hint; `petkit --debug COMMAND ...` s
 `petkit --version` prints the version. Long steps show a progress bar on stderr and end with a
 summary of what was written where. This page is generated: `python -m petkit.cli.reference > docs/cli.md`.
 """
-ORDER = ("prepare", "train", "embed", "evaluate", "calibrate", "submit", "search", "index", "export-onnx", "synth", "demo", "plugins")
+# the pipeline's order first; any other registered command follows alphabetically (none is left out)
+ORDER = ("prepare", "train", "embed", "evaluate", "report", "calibrate", "submit", "search", "index", "export-onnx", "synth", "demo", "plugins")
 
 
 def cli_reference() -> str:
@@ -22,7 +23,8 @@ def cli_reference() -> str:
     _register_commands()
     root = typer.main.get_command(app)
     parts = [HEADER]
-    for name in ORDER:
+    names = [n for n in ORDER if n in root.commands] + sorted(set(root.commands) - set(ORDER))
+    for name in names:
         command = root.commands[name]
         for title, sub in (((f"petkit {name} {n}", c) for n, c in command.commands.items()) if hasattr(command, "commands")
                            else [(f"petkit {name}", command)]):

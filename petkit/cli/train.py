@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from petkit.cli.common import console, err_console, written
@@ -43,6 +44,7 @@ def train_command(
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N."),
     precision: Optional[str] = typer.Option(None, "--precision", help="auto, fp32, fp16 (CUDA) or bf16."),
     resume: bool = typer.Option(False, "--resume", help="Continue runs/<name>/ from last.pt (uses the run's config.yaml)."),
+    report: bool = typer.Option(True, "--report/--no-report", help="Write the training curves to runs/<name>/report/ at the end."),
 ) -> None:
     from petkit.engine.trainer import train, train_config
 
@@ -59,6 +61,11 @@ def train_command(
     with reporter:
         result = train(settings, resume=resume, callbacks=[reporter])
     _summary(result)
+    if report:
+        from petkit.report import build_report
+
+        pages = build_report(run=result.run_dir, out=result.run_dir / "report", overwrite=True)
+        written(("report", pages.index))
 
 
 class RichReporter(Callback):
@@ -116,7 +123,7 @@ def _summary(result) -> None:
     stop = f" ({result.stop_reason})" if result.stop_reason else ""
     console.print(f"trained {len(result.history) - (1 if result.history and result.history[0]['epoch'] == 0 else 0)} epochs{stop}; {best}")
     for warning in result.warnings:
-        err_console.print(f"[yellow]{warning}[/]")
+        err_console.print(f"[yellow]{escape(warning)}[/]")
     written(("best checkpoint", result.best_checkpoint), ("last checkpoint", result.last_checkpoint),
             ("history", result.run_dir / "history.csv"), ("config", result.run_dir / "config.yaml"),
             ("log", result.run_dir / "train.log"))

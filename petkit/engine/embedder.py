@@ -38,11 +38,19 @@ class TorchEmbedder(Embedder):
         self.model = engine.inference_copy(model)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "auto", precision: str = "auto") -> TorchEmbedder:
+    def from_checkpoint(cls, path: str | Path, device: str = "auto", precision: str = "auto", untrained_seed: int | None = None) -> TorchEmbedder:
+        """``untrained_seed``: the checkpoint's architecture with the weights it started from (seeded as
+        'petkit train' seeds with train.seed), for 'before training' maps; its fingerprint is its own."""
         from petkit.models.checkpoint import load_checkpoint
+        from petkit.models.model import model_from_card
 
         loaded = load_checkpoint(path)
-        return cls(loaded.model, Engine.create(device, precision, channels_last=True), loaded.card)
+        model, card = loaded.model, loaded.card
+        if untrained_seed is not None:
+            torch.manual_seed(untrained_seed)
+            model = model_from_card(card).eval()
+            card = model.current_card()
+        return cls(model, Engine.create(device, precision, channels_last=True), card)
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor) -> np.ndarray:
@@ -128,14 +136,16 @@ class OnnxEmbedder(Embedder):
         return self.provider
 
 
-def open_embedder(model_path: str | Path, device: str = "auto", precision: str = "auto") -> Embedder:
+def open_embedder(model_path: str | Path, device: str = "auto", precision: str = "auto", untrained_seed: int | None = None) -> Embedder:
     """A checkpoint (.pt) or a model.onnx, ready to embed on ``device``."""
     if str(model_path).endswith(".onnx"):
+        if untrained_seed is not None:
+            raise PetkitError("--untrained needs a checkpoint: an ONNX file holds only its trained weights", "pass best.pt")
         if precision not in ("auto", "fp32"):
             raise PetkitError(f"--precision {precision} does not apply to an ONNX model: it runs in the fp32 it was exported in",
                               "leave --precision at auto (or fp32), or embed with the checkpoint for mixed precision")
         return OnnxEmbedder(model_path, Engine.create(device, "fp32", channels_last=False))
-    return TorchEmbedder.from_checkpoint(model_path, device, precision)
+    return TorchEmbedder.from_checkpoint(model_path, device, precision, untrained_seed)
 
 
 @checked
@@ -183,6 +193,7 @@ def embed(
     out: str | Path | None = None,
     overwrite: bool = False,
     skipped: list[tuple[str, str]] | None = None,
+    untrained_seed: Annotated[int, Range(0, 2**63 - 1)] | None = None,
 ):
     """Embed every image of a dataset source (petkit.data.sources; ``fmt`` names one, else it is
     detected) with a checkpoint or model.onnx; with ``out``, also write embeddings.npz there
@@ -199,7 +210,7 @@ def embed(
     manifest = open_source(source, fmt).select(split)
     if not len(manifest):
         raise PetkitError(f"no images with split '{split}' in {source}", "check --split against the manifest's split column")
-    embedder = open_embedder(model_path, device, precision)
+    embedder = open_embedder(model_path, device, precision, untrained_seed)
     if on_total:
         on_total(len(manifest))
     store = ImageStore(manifest, embedder.image_size, cache=False, num_workers=workers, skip_unreadable=skipped is not None)

@@ -37,7 +37,7 @@ from petkit.registry import AUGMENTATIONS, BACKBONES, HEADS, LOSSES, MINERS, OPT
 
 # files a run folder holds: a folder with only these and no checkpoint is a run that never finished
 # an epoch (killed while loading or training its first epoch) and is started anew
-RUN_FILES = ("config.yaml", "train.log", "history.csv", "steps.csv", "tensorboard", LOCK_NAME)
+RUN_FILES = ("config.yaml", "train.log", "history.csv", "steps.csv", "tensorboard", "report", LOCK_NAME)
 # mean distance of the val embeddings (unit vectors) from their centroid below which they carry no
 # identity. Measured after one epoch on 24 synthetic identities at 64 px: the collapsed scratch_mobilenet
 # (features 1e-8) 9.4e-4; the repaired one 0.026 (its recall@1 rose), scratch_resnet 0.16, scratch_convnext 0.47

@@ -178,3 +178,13 @@ def test_bad_value_gets_one_line_and_exit_2(case, material, bad_files, capsys):
     code, out, err = run_petkit(capsys, *argv)
     assert one_line_error(code, err), f"{case}: exit {code}\n{err}"
     assert tree_digest(bad_files) == before, f"{case} wrote or changed a file"
+
+
+def test_error_text_with_brackets_is_printed_as_written(capsys):
+    """Rich markup must not eat user text: 'petkit[umap]' or a list such as [0, 1] stay as they are."""
+    from petkit.cli.common import fail
+    from petkit.errors import PetkitError
+
+    fail(PetkitError("config key 'data.std' is [0, 1] for [red]", "pip install 'petkit[umap]'"))
+    err = capsys.readouterr().err
+    assert "[0, 1] for [red]" in err and "petkit[umap]" in err
