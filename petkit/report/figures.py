@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from petkit.evaluation import metrics as M
 
 CURVE_POINTS = 2000  # ROC/DET points kept for the plot and its JSON (a subset of the metric's own points)
-HIST_BINS = 60
+HIST_BINS = 60  # at most; fewer for small groups (about 2 sqrt(n)) so a histogram of 50 pairs is not all spikes
 COLOURED_IDENTITIES = 10  # the largest identities get a colour on the embedding maps; the rest are grey
 
 
@@ -36,6 +36,11 @@ class Plot:
 def new_figure(width: float = 7.0, height: float = 4.2) -> Figure:
     figure = Figure(figsize=(width, height), dpi=110, layout="constrained")
     return figure
+
+
+def _bins(*groups: np.ndarray) -> int:
+    smallest = min((len(g) for g in groups if len(g)), default=1)
+    return int(np.clip(2 * np.sqrt(smallest), 10, HIST_BINS))
 
 
 def _finite(text) -> bool:
@@ -158,7 +163,7 @@ def roc_det(scores: np.ndarray, same: np.ndarray, fars: tuple[float, ...] = (1e-
 
 def similarity_histograms(scores: np.ndarray, same: np.ndarray, thresholds: list[tuple[str, float]]) -> Plot:
     """Genuine vs impostor similarity histograms with the calibrated and any fixed thresholds drawn."""
-    edges = np.linspace(max(-1.0, float(scores.min())), 1.0, HIST_BINS + 1)
+    edges = np.linspace(max(-1.0, float(scores.min())), 1.0, _bins(scores[same], scores[~same]) + 1)
     genuine, _ = np.histogram(scores[same], bins=edges)
     impostor, _ = np.histogram(scores[~same], bins=edges)
     data = {"edges": edges.tolist(), "genuine": genuine.tolist(), "impostor": impostor.tolist(),
@@ -186,7 +191,7 @@ def real_fake_histograms(pairs: dict, eers: dict[str, float]) -> Plot:
     distance = lambda s: np.sqrt(np.clip(2.0 - 2.0 * s, 0, None))  # noqa: E731  (unit vectors: |a - b|^2 = 2 - 2 cos)
     groups = {"anchor-positive": distance(real.scores[real.same]), "anchor-negative (real)": distance(real.scores[~real.same]),
               "anchor-fake": distance(fake.scores[~fake.same])}
-    edges = np.linspace(0, 2, HIST_BINS + 1)
+    edges = np.linspace(0, 2, _bins(*groups.values()) + 1)
     counts = {name: np.histogram(values, bins=edges)[0].tolist() for name, values in groups.items()}
     data = {"edges": edges.tolist(), "counts": counts, "eer_real": eers["real"], "eer_fake": eers["fake"],
             "pairs": {name: int(len(values)) for name, values in groups.items()}}

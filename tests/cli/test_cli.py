@@ -44,10 +44,12 @@ def trained(pets_dir, tmp_path_factory):
 def test_pipeline_end_to_end(trained, pets_dir, tmp_path):
     before = tree_digest(pets_dir)
     manifest, run_dir, out = trained
-    assert {"config.yaml", "best.pt", "last.pt", "history.csv", "train.log"} <= {p.name for p in run_dir.iterdir()}
+    assert {"config.yaml", "best.pt", "last.pt", "history.csv", "steps.csv", "train.log", "report"} <= {p.name for p in run_dir.iterdir()}
     history = list(csv.DictReader((run_dir / "history.csv").open()))
     assert [row["epoch"] for row in history] == ["0", "1", "2"]  # epoch 0: the untrained model
     assert "best checkpoint" in out
+    curves = json.loads((run_dir / "report" / "figures" / "training.json").read_text())["data"]  # train ends with its curves
+    assert curves["epochs"] == [0, 1, 2] and len(curves["steps"]["step"]) == len(list(csv.DictReader((run_dir / "steps.csv").open())))
 
     run("embed", run_dir / "best.pt", manifest, "-o", tmp_path / "all.npz")
     run("embed", run_dir / "best.pt", manifest, "--split", "test", "-o", tmp_path / "test.npz", "--flip-tta")

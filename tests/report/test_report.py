@@ -158,3 +158,17 @@ def test_embed_untrained_reproduces_the_runs_epoch_0(prepared, tmp_path):
     assert metric.metrics["recall@1"] == pytest.approx(result.history[0]["val_recall@1"], abs=1e-9)
     trained = embed(result.best_checkpoint, prepared, split="val", device="cpu")
     assert before.fingerprint != trained.fingerprint  # its own weights, never mixed with the trained model's
+
+
+def test_evaluate_report_and_the_report_command_write_the_same_page(fake_set, tmp_path, capsys):
+    from tests.hostile.conftest import run_petkit
+
+    code, out, err = run_petkit(capsys, "evaluate", fake_set["emb"], "-o", tmp_path / "m.json", "--report", tmp_path / "a")
+    assert code == 0, err
+    code, out, err = run_petkit(capsys, "report", fake_set["emb"], "-o", tmp_path / "b", "--no-gradcam", "--queries", "2")
+    assert code == 0 and "figures in" in out and "absent:" in err, err
+    assert sorted(p.name for p in (tmp_path / "a" / "figures").iterdir()) == sorted(p.name for p in (tmp_path / "b" / "figures").iterdir())
+    code, _, err = run_petkit(capsys, "report", fake_set["emb"], "-o", tmp_path / "b")
+    assert code == 2 and "output already exists" in err
+    code, _, err = run_petkit(capsys, "report", fake_set["emb"], "-o", tmp_path / "c", "--threshold", "3")
+    assert code == 2 and "--threshold is 3.0; it must be in [-1, 1]" in err
