@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import timm
 import torch
 
 from petkit.config import Config, dump_yaml, resolve, to_dict
@@ -31,6 +30,7 @@ from petkit.errors import PetkitError
 from petkit.evaluation.metrics import retrieval_metrics
 from petkit.interfaces import BatchSampler, Loss
 from petkit.io import LOCK_NAME, RunLock, write_text
+from petkit.models.backbones import timm_model_name
 from petkit.models.checkpoint import load_model_state, read_checkpoint, save_checkpoint
 from petkit.models.model import EmbeddingModel, build_model
 from petkit.registry import AUGMENTATIONS, BACKBONES, HEADS, LOSSES, MINERS, OPTIMIZERS, SAMPLERS, SCHEDULES
@@ -112,19 +112,13 @@ def check_components(config: Config) -> None:
     unknown_groups = sorted(set(config.optim.group_lr) - set(PARAMETER_GROUPS))
     if unknown_groups:
         raise PetkitError(f"optim.group_lr has unknown groups {unknown_groups}", f"use {', '.join(PARAMETER_GROUPS)}")
-    if config.train.accumulate_steps < 1:
-        raise PetkitError(f"train.accumulate_steps must be >= 1, got {config.train.accumulate_steps}")
     if config.train.val_metric not in VAL_METRICS:
         raise PetkitError(f"train.val_metric '{config.train.val_metric}' is not one of {', '.join(VAL_METRICS)}")
     unknown_loggers = sorted(set(config.train.loggers) - set(LOGGERS))
     if unknown_loggers:
         raise PetkitError(f"train.loggers has unknown logger(s) {', '.join(unknown_loggers)}", f"use {', '.join(LOGGERS)}")
-    if config.train.ema_decay is not None and not 0 < config.train.ema_decay < 1:
-        raise PetkitError(f"train.ema_decay must be in (0, 1), got {config.train.ema_decay}", "typical values: 0.99 - 0.9999")
     if config.model.backbone.name == "timm":
-        model = config.model.backbone.args.get("model", "resnet18")
-        if not timm.is_model(model):
-            BACKBONES.build(config.model.backbone)  # raises with close matches
+        timm_model_name(str(config.model.backbone.args.get("model", "resnet18")))  # unknown names fail before any data is read
 
 
 def train(config: Config, resume: bool = False, callbacks: Sequence[Callback] = ()) -> TrainResult:

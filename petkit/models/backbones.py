@@ -30,27 +30,24 @@ __all__ = ["Backbone", "IMAGENET_MEAN", "IMAGENET_STD", "build_backbone"]
 def timm_backbone(model: str = "resnet18", pretrained: bool = False, weights: str | None = None,
                   drop_path_rate: Annotated[float, Range(0, 1, high_open=True)] = 0.0, pool: Literal["avg", "gem"] = "avg",
                   freeze_stages: Annotated[int, Range(0, 16)] = 0) -> Backbone:
-    """Any timm model as a pooled feature extractor (``model`` is a timm name); GeM pooling, frozen stages."""
-    if not timm.is_model(model):
-        import difflib
-
-        close = difflib.get_close_matches(model, timm.list_models(), n=3, cutoff=0.6)
-        raise PetkitError(
-            f"unknown timm model '{model}'" + (f"; did you mean {', '.join(close)}?" if close else ""),
-            "list the names with: python -c \"import timm; print(timm.list_models('*resnet*'))\"",
-        )
+    """Any timm model as a pooled feature extractor (``model``: a timm name, ``timm/NAME`` or ``hf-hub:ORG/NAME``); GeM pooling, frozen stages."""
+    model = timm_model_name(model)
     if pool not in ("avg", "gem"):
         raise PetkitError(f"timm backbone pool must be 'avg' or 'gem', got '{pool}'")
+    fetches = (pretrained and weights is None) or model.startswith("hf-hub:")  # a hub name fetches its config even untrained
+    reachable = go_offline_when_unreachable() if fetches else True
     kwargs = {"num_classes": 0}
     if drop_path_rate:
         kwargs["drop_path_rate"] = drop_path_rate
     try:
         module = timm.create_model(model, pretrained=pretrained and weights is None, **kwargs)
     except Exception as exc:  # hub/network errors come in many types
-        if not pretrained:
+        if not fetches:
             raise
+        why = ("the Hugging Face Hub cannot be reached and the files are not in the local cache" if not reachable
+               else f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}")
         raise PetkitError(
-            f"could not fetch pretrained weights for '{model}': {type(exc).__name__}: {exc}",
+            f"could not fetch '{model}' from the hub: {why}",
             "without internet, download the weights elsewhere and set model.backbone.args.weights: /path/to/file",
         ) from exc
     if weights is not None:
@@ -97,6 +94,51 @@ class GeMFeatures(nn.Module):
         return self.pool(features)
 
 
+def go_offline_when_unreachable(timeout: float = 3.0) -> bool:
+    """Probe the hub once; when it cannot be reached, switch huggingface_hub to offline mode for this
+    process (cached weights still load, missing ones fail at once). Measured without a network: 53 s
+    of retries and warnings before the error, now a 3 s probe. Returns whether the hub is reachable."""
+    import socket
+    from urllib.parse import urlparse
+
+    try:
+        import huggingface_hub.constants as hub
+    except ImportError:
+        return False
+    if hub.HF_HUB_OFFLINE:
+        return False
+    host = urlparse(hub.ENDPOINT).hostname or "huggingface.co"
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        hub.HF_HUB_OFFLINE = True  # read by huggingface_hub at each call, as the HF_HUB_OFFLINE variable sets it
+        return False
+
+
+def timm_model_name(model: str) -> str:
+    """The name timm's factory takes: ``timm/NAME`` (the hub's timm organisation) -> ``hf-hub:timm/NAME``;
+    a source-prefixed name (``hf-hub:ORG/NAME``, ``local-dir:PATH``) as it is; anything else must be a
+    registered timm architecture (``timm.is_model`` knows only those, not hub names)."""
+    from timm.models._factory import parse_model_name
+
+    if model.startswith("timm/"):
+        model = f"hf-hub:{model}"
+    try:
+        source, _ = parse_model_name(model)
+    except ValueError as exc:
+        raise PetkitError(f"timm model '{model}': {exc}", "write hub models as hf-hub:ORG/NAME or timm/NAME") from exc
+    if source is None and not timm.is_model(model):
+        import difflib
+
+        close = difflib.get_close_matches(model, timm.list_models(), n=3, cutoff=0.6)
+        raise PetkitError(
+            f"unknown timm model '{model}'" + (f"; did you mean {', '.join(close)}?" if close else ""),
+            "list the names with: python -c \"import timm; print(timm.list_models('*resnet*'))\", or use hf-hub:ORG/NAME",
+        )
+    return model
+
+
 def stage_names(module: nn.Module) -> list[str]:
     """Names of the backbone's stages in forward order (those that own parameters)."""
     if hasattr(module, "feature_info"):
@@ -141,15 +183,32 @@ def load_weights(module: nn.Module, path: Path, model_name: str) -> None:
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise PetkitError(f"{path} holds no state dict of tensors", "pass a .pth/.pt/.safetensors state dict")
     own = module.state_dict()
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     missing = [k for k in own if k not in usable]
     if not usable or len(missing) > len(own) // 2:
-        raise PetkitError(
-            f"weights {path} do not fit timm model '{model_name}' ({len(usable)} of {len(own)} tensors match)",
-            "check that the file was saved from the same architecture",
-        )
+        usable = remap_in_order(state, module, path, model_name)  # other key names (another implementation's file)
     module.load_state_dict(usable, strict=False)
+
+
+def remap_in_order(state: dict[str, torch.Tensor], module: nn.Module, path: Path, model_name: str) -> dict[str, torch.Tensor]:
+    """A state dict whose names differ from timm's but whose tensors line up in order (e.g. the
+    EfficientNet-Lite0 weights of another implementation): checked tensor by tensor, then renamed by
+    timm's ``remap_state_dict``. Extra tensors at the end of the file (a classifier head) are left out."""
+    from timm.models._helpers import remap_state_dict
+
+    own = module.state_dict()
+    if len(state) < len(own):
+        raise PetkitError(f"weights {path} hold {len(state)} tensors, timm model '{model_name}' has {len(own)}; their names differ "
+                          "too, so they cannot be matched", "check that the file was saved from the same architecture")
+    for position, ((name, tensor), (theirs, value)) in enumerate(zip(own.items(), state.items())):
+        if tensor.shape != value.shape:
+            raise PetkitError(f"weights {path} do not line up with timm model '{model_name}': tensor {position} is {theirs} "
+                              f"{tuple(value.shape)} in the file but {name} {tuple(tensor.shape)} in the model",
+                              "the file's tensors must follow the model's order (same architecture, same variant)")
+    return remap_state_dict(dict(list(state.items())[: len(own)]), module, allow_reshape=False)
 
 
 def build_backbone(spec) -> Backbone:

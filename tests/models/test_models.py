@@ -39,7 +39,7 @@ def test_local_backbone_weights_are_loaded(tmp_path):
     loaded = BACKBONES.build({"name": "timm", "args": {"model": "resnet10t", "weights": str(tmp_path / "w.pth")}}).module
     assert fingerprint(loaded.state_dict()) == fingerprint(source.state_dict())
     torch.save({"x": torch.zeros(3)}, tmp_path / "other.pth")
-    with pytest.raises(PetkitError, match="do not fit"):
+    with pytest.raises(PetkitError, match="cannot be matched"):
         BACKBONES.build({"name": "timm", "args": {"model": "resnet10t", "weights": str(tmp_path / "other.pth")}})
 
 
