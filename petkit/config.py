@@ -76,6 +76,8 @@ class TrainConfig:
     grad_clip: Annotated[float, Range(0, low_open=True, hint="a max gradient norm such as 5, or null to disable")] | None = 5.0
     val_metric: str = "recall@1"
     early_stopping_patience: Annotated[int, AT_LEAST_ONE] | None = 5  # epochs without improvement; null disables
+    # a gain of val_metric at most this large does not reset the patience (best.pt still follows every gain)
+    early_stopping_min_delta: Annotated[float, Range(0, 1)] = 0.0
     accumulate_steps: Annotated[int, Range(1, 1024)] = 1  # optimiser step every N batches (mining still sees one batch at a time)
     # e.g. 0.999: validate and save an exponential moving average of the weights
     ema_decay: Annotated[float, Range(0, 1, low_open=True, high_open=True, hint="typical values: 0.99 - 0.9999")] | None = None

@@ -337,8 +337,11 @@ class Trainer:
         value = row.get(f"val_{self.config.train.val_metric}")
         if value is None or np.isnan(value):
             return True  # no validation: the newest checkpoint is the best we know
-        if self.state.best_metric is None or value > self.state.best_metric:
-            self.state.best_metric, self.state.bad_epochs = float(value), 0
+        best = self.state.best_metric
+        if best is None or value > best:
+            significant = best is None or value > best + self.config.train.early_stopping_min_delta
+            self.state.best_metric = float(value)
+            self.state.bad_epochs = 0 if significant else self.state.bad_epochs + 1
             return True
         self.state.bad_epochs += 1
         return False

@@ -134,3 +134,18 @@ def test_steps_csv_records_every_batch_and_survives_a_resume(prepared, tmp_path)
     train(config, resume=True)
     again = list(csv.DictReader((result.run_dir / "steps.csv").open()))
     assert again[: len(rows)] == rows and [int(r["epoch"]) for r in again[len(rows):]] == [3] * batches
+
+
+def test_early_stopping_min_delta_ignores_gains_too_small_but_best_pt_follows_them(prepared, tmp_path, monkeypatch):
+    scores = iter([0.1, 0.5, 0.505, 0.51, 0.6])
+
+    def fake_validate(self, trained=False):
+        return {f"val_{k}": 0.0 for k in trainer.VAL_METRICS} | {"val_recall@1": next(scores)}
+
+    monkeypatch.setattr(trainer.Trainer, "validate", fake_validate)
+    config = resolve(None, [f"data.manifest={prepared}", f"output_dir={tmp_path}", "name=d", "train.epochs=4", "data.image_size=32",
+                            "train.device=cpu", "data.sampler.args={p: 4, k: 2}", "train.early_stopping_patience=2",
+                            "train.early_stopping_min_delta=0.02"])
+    result = trainer.train(config)
+    assert [row["epoch"] for row in result.history] == [0, 1, 2, 3]  # 0.505 and 0.51 gain < 0.02: stopped before 0.6
+    assert result.stopped_early and result.best_metric == pytest.approx(0.51)  # best.pt is still the best epoch
