@@ -98,12 +98,16 @@ def _per_category(result: M.RetrievalResult, queries: EmbeddingSet, protocol: st
 @EVALUATORS.register("verification")
 def verification(max_pairs: Annotated[int, Range(1, 10**10)] = 4_000_000, seed: NonNegativeInt = 0, pairs: str | None = None,
                  fars: Annotated[tuple[float, ...] | list[float], OPEN_FRACTION] = (1e-4, 1e-3, 1e-2, 1e-1),
-                 threshold: Annotated[float, Range(-4, 4)] | None = None, bootstrap: Annotated[int, Range(0, 1_000_000)] = 200):
+                 threshold: Annotated[float, Range(-4, 4)] | None = None, bootstrap: Annotated[int, Range(0, 1_000_000)] = 200,
+                 distance_threshold: Annotated[float, Range(0, 2)] | None = None):
     """ROC-AUC, EER, TAR@FAR and accuracy at fixed and best thresholds, over all, sampled or listed pairs.
 
     ``pairs``: a pairs CSV with a 'same' column; otherwise every same/different pair (a uniform
-    sample above ``max_pairs``).
+    sample above ``max_pairs``). ``threshold``: a cosine similarity; ``distance_threshold``: a
+    Euclidean distance between the L2-normalised embeddings (a pair matches when closer), e.g. the
+    distortion use case's 0.5, scored as cosine ``1 - d^2 / 2`` (``|a - b|^2 = 2 - 2 cos``).
     """
+
 
     def evaluate(probe: EmbeddingSet, gallery: EmbeddingSet | None) -> list[dict]:
         if pairs:
@@ -113,9 +117,9 @@ def verification(max_pairs: Annotated[int, Range(1, 10**10)] = 4_000_000, seed: 
             data = labelled_real(probe if gallery is None else concat_sets(probe, gallery))
             pairs_ = verification_pair_scores(data, max_pairs, seed)
             protocol = "verification/" + ("sampled-pairs" if pairs_.sampled else "all-pairs")
-            return (verification_metrics(pairs_.scores, pairs_.same, protocol, fars, threshold, bootstrap, seed, pairs_.owners)
-                    + _verification_by_category(data, max_pairs, seed))
-        return verification_metrics(scores, same, protocol, fars, threshold, bootstrap, seed)
+            return (verification_metrics(pairs_.scores, pairs_.same, protocol, fars, threshold, bootstrap, seed, pairs_.owners,
+                                         distance_threshold) + _verification_by_category(data, max_pairs, seed))
+        return verification_metrics(scores, same, protocol, fars, threshold, bootstrap, seed, distance=distance_threshold)
 
     return evaluate
 
@@ -161,7 +165,12 @@ def identity_codes(data: EmbeddingSet) -> np.ndarray:
     return np.unique(data.identities, return_inverse=True)[1]
 
 
-def verification_metrics(scores, same, protocol, fars, threshold, bootstrap, seed, owners=None) -> list[dict]:
+def distance_to_cosine(distance: float) -> float:
+    """The cosine similarity of two unit vectors at this Euclidean distance (|a - b|^2 = 2 - 2 cos)."""
+    return 1.0 - distance * distance / 2.0
+
+
+def verification_metrics(scores, same, protocol, fars, threshold, bootstrap, seed, owners=None, distance=None) -> list[dict]:
     """``owners``: (identity code of each pair's first image, of its second): intervals then resample identities."""
     positives, negatives = int(same.sum()), int((~same).sum())
     if positives == 0 or negatives == 0:
@@ -193,6 +202,10 @@ def verification_metrics(scores, same, protocol, fars, threshold, bootstrap, see
         out.append(entry)
     if threshold is not None:
         out.append(metric("accuracy@threshold", M.accuracy_at_threshold(scores, same, float(threshold)), threshold=float(threshold)))
+    if distance is not None:
+        cosine = distance_to_cosine(float(distance))
+        out.append(metric("accuracy@distance", M.accuracy_at_threshold(scores, same, cosine), distance=float(distance), threshold=cosine,
+                          note="a pair matches when its embeddings are no farther apart than the distance"))
     return out
 
 

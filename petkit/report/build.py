@@ -135,7 +135,7 @@ def _training(report: _Report, run: Path) -> None:
 
 def _embedding_sections(report: _Report, embeddings: Path, model, gallery, calibration, before, split, thresholds, distance_thresholds,
                         max_points: int, tsne_points: int, grid_queries: int, top_k: int, gradcam: bool, seed: int) -> None:
-    from petkit.evaluation.evaluators import labelled_real, real_fake_pair_scores, verification_pair_scores
+    from petkit.evaluation.evaluators import distance_to_cosine, labelled_real, real_fake_pair_scores, verification_pair_scores
     from petkit.retrieval.calibration import resolve_threshold
 
     probes, gallery_set = emb.select(embeddings, split, gallery)
@@ -149,7 +149,7 @@ def _embedding_sections(report: _Report, embeddings: Path, model, gallery, calib
     if threshold is None and not calibration:
         report.missing("Calibrated threshold", "no calibration.json beside the model and none given (--calibration)")
     marks = ([("calibrated", threshold)] if threshold is not None else []) + [(f"fixed {t:g}", t) for t in thresholds] + [
-        (f"distance {d:g}", 1.0 - d * d / 2.0) for d in distance_thresholds]
+        (f"distance {d:g}", distance_to_cosine(d)) for d in distance_thresholds]
 
     report.progress("metrics")
     _metrics_table(report, embeddings, split, gallery)
