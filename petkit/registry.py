@@ -138,9 +138,7 @@ class Registry:
         each is passed only to factories whose signature accepts it, so a component declares
         what it needs simply by naming it.
         """
-        name, args = (spec["name"], spec.get("args")) if isinstance(spec, dict) else (spec.name, spec.args)
-        factory = self.get(name)
-        args = dict(args or {})
+        name, factory, args = self._checked(spec)
         clash = sorted(set(args) & set(context))
         if clash:
             raise PetkitError(
@@ -148,8 +146,27 @@ class Registry:
                 "remove it from the component's args",
             )
         kwargs = {**_accepted(factory, context), **args}
+        self._bind(name, factory, args, kwargs, partial=False)
+        return self.check(factory(**kwargs), name)
+
+    def validate(self, spec: Any) -> None:
+        """Check a spec's name, argument names and declared ranges without building it (before any data is read)."""
+        self._checked(spec)
+
+    def _checked(self, spec: Any) -> tuple[str, Callable[..., Any], dict[str, Any]]:
+        """(name, factory, args) of a spec whose name is registered, whose args the factory takes (the facts
+        petkit adds come later) and whose values are within their declared ranges (petkit.limits)."""
+        name, args = (spec["name"], spec.get("args")) if isinstance(spec, dict) else (spec.name, spec.args)
+        factory = self.get(name)
+        args = dict(args or {})
+        self._bind(name, factory, args, args, partial=True)
+        check_args(factory, args, lambda arg: f"{self.noun} '{name}': {arg}")
+        return name, factory, args
+
+    def _bind(self, name: str, factory: Callable[..., Any], args: dict, kwargs: dict, partial: bool) -> None:
         try:
-            inspect.signature(factory).bind(**kwargs)
+            signature = inspect.signature(factory)
+            (signature.bind_partial if partial else signature.bind)(**kwargs)
         except TypeError as exc:
             raise PetkitError(
                 f"{self.noun} '{name}' rejected its arguments {sorted(args)}: {exc}",
@@ -157,22 +174,6 @@ class Registry:
             ) from exc
         except ValueError:  # no signature to check (a builtin): let the call speak
             pass
-        check_args(factory, args, lambda arg: f"{self.noun} '{name}': {arg}")  # declared ranges (petkit.limits)
-        return self.check(factory(**kwargs), name)
-
-    def validate(self, spec: Any) -> None:
-        """Check a spec's name, argument names and declared ranges without building it (before any data is read)."""
-        name, args = (spec["name"], spec.get("args")) if isinstance(spec, dict) else (spec.name, spec.args)
-        factory = self.get(name)
-        args = dict(args or {})
-        try:
-            inspect.signature(factory).bind_partial(**args)
-        except TypeError as exc:
-            raise PetkitError(f"{self.noun} '{name}' rejected its arguments {sorted(args)}: {exc}",
-                              f"check the 'args' of this {self.noun} in your config") from exc
-        except ValueError:
-            pass
-        check_args(factory, args, lambda arg: f"{self.noun} '{name}': {arg}")
 
     def check(self, obj: Any, name: str) -> Any:
         """``obj`` if it meets this registry's interface, else one clear error naming the component."""

@@ -7,6 +7,7 @@ manifest; nothing is moved, renamed or deleted (``--flatten-distortion`` folds t
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import random
@@ -245,7 +246,7 @@ def prepare(
     on_total: Callable[[int], None] | None = None,
 ) -> PrepareResult:
     options = options or PrepareOptions()
-    check_args(PrepareOptions, {f: getattr(options, f) for f in ("seed", "gallery_per_identity", "workers")}, lambda f: f"--{f.replace('_', '-')}")
+    check_args(PrepareOptions, dataclasses.asdict(options), lambda f: f"--{f.replace('_', '-')}")
     src, out_dir = Path(src), Path(out_dir)
     manifest_path, report_path = out_dir / "manifest.csv", out_dir / REPORT_NAME
     refuse_overwrite([manifest_path, report_path], options.overwrite, inputs=(src,))  # --overwrite never replaces the listing read

@@ -353,18 +353,18 @@ class Trainer:
         losses, total_images, started = [], 0, time.perf_counter()
         running = 0.0
         batches = len(self.sampler)
-        with_positives = 0  # batches holding two images of one identity
+        seen_positive = False  # some batch held two images of one identity
         self.step_losses = []
         for position, (indices, batch) in enumerate(self.train_store.batches(self.sampler)):
             losses.append(self.train_step(indices, batch, position, position == batches - 1))
             self.step_losses.append((position + 1, losses[-1], self.optimizer.param_groups[0]["lr"]))
             total_images += len(indices)
-            with_positives += int(torch.unique(self.labels[indices], return_counts=True)[1].max() > 1)
+            seen_positive = seen_positive or bool(torch.unique(self.labels[indices], return_counts=True)[1].max() > 1)
             if len(losses) % 5 == 1:  # .item() syncs the device: not every step
                 running = float(torch.stack(losses).mean())
             self.emit("on_step_end", running, self.optimizer.param_groups[0]["lr"], total_images / (time.perf_counter() - started))
         seconds = time.perf_counter() - started
-        if with_positives == 0 and self.loss_fn.classifier is None:
+        if not seen_positive and self.loss_fn.classifier is None:
             raise PetkitError(
                 f"training cannot learn: no batch of the epoch held two images of one identity, so loss '{self.config.loss.name}' "
                 "had no positive pair (its value was 0 and nothing was saved)",

@@ -139,7 +139,8 @@ def _embedding_sections(report: _Report, embeddings: Path, model, gallery, calib
     from petkit.retrieval.calibration import resolve_threshold
 
     probes, gallery_set = emb.select(embeddings, split, gallery)
-    data = emb.load(embeddings).where("splits", split)
+    everything = emb.load(embeddings)
+    data = everything.where("splits", split)
     report.sources.append(("embeddings", f"{embeddings} ({len(data)} images, model {data.fingerprint})"))
     threshold, source = None, ""
     try:
@@ -152,7 +153,7 @@ def _embedding_sections(report: _Report, embeddings: Path, model, gallery, calib
         (f"distance {d:g}", distance_to_cosine(d)) for d in distance_thresholds]
 
     report.progress("metrics")
-    _metrics_table(report, embeddings, split, gallery)
+    _metrics_table(report, embeddings, split, gallery, bool(np.any(everything.columns["is_fake"] == "1")))
 
     real = labelled_real(data)
     report.progress("verification")
@@ -192,11 +193,10 @@ def _embedding_sections(report: _Report, embeddings: Path, model, gallery, calib
         report.sources.append(("threshold", f"{threshold:.4f} from {source}"))
 
 
-def _metrics_table(report: _Report, embeddings: Path, split, gallery) -> None:
+def _metrics_table(report: _Report, embeddings: Path, split, gallery, has_fakes: bool) -> None:
     from petkit.evaluation.evaluate import evaluate
 
-    data = emb.load(embeddings)
-    protocols = ["retrieval", "verification"] + (["real_fake"] if np.any(data.columns["is_fake"] == "1") else [])
+    protocols = ["retrieval", "verification"] + (["real_fake"] if has_fakes else [])
     for protocol in protocols:
         try:
             document = evaluate(embeddings, [protocol], split=split, gallery_path=gallery)

@@ -116,13 +116,11 @@ CASES = {
 @pytest.fixture(scope="module")
 def bad_files(material, tmp_path_factory):
     """Damaged and hostile files next to the good ones."""
-    import faiss
     import torch
 
     from petkit.models.checkpoint import read_checkpoint
 
     tmp = tmp_path_factory.mktemp("bad")
-    rel = "../" * 0
     photo = material["photo"]
     (tmp / "latin1.csv").write_bytes(f"path,identity\n{photo},M\xfcller\n".encode("latin-1"))
     (tmp / "quote.csv").write_text(f"path,identity\n{photo},a\n{photo},\"b\n{photo},c\n{photo},d\n")
@@ -161,13 +159,11 @@ def bad_files(material, tmp_path_factory):
     blob[8:40] = 255
     with open(tmp / "blob.index", "wb") as handle:
         np.savez(handle, **{**index, "faiss": blob})
-    assert faiss is not None
     (tmp / "copy.index").write_bytes(material["index"].read_bytes())
     (tmp / "own.npz").write_bytes(material["emb"].read_bytes())
     (tmp / "own.pt").write_bytes(material["model"].read_bytes())
     document = json.loads(material["calibration"].read_text())
     (tmp / "strcal.json").write_text(json.dumps({**document, "threshold": "high"}))
-    del rel
     return tmp
 
 

@@ -23,9 +23,7 @@ def _driver(width: int, height: int):
         if os.environ.get("PETKIT_BROWSER_TESTS") == "1":
             pytest.fail("PETKIT_BROWSER_TESTS=1 but chromium/chromedriver are not installed (apt-get install chromium chromium-driver)")
         pytest.skip("chromium and chromedriver are not installed (apt-get install chromium chromium-driver)")
-    selenium = pytest.importorskip("selenium")
-    del selenium
-    from selenium import webdriver
+    from selenium import webdriver  # the dev extra
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
