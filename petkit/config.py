@@ -34,7 +34,8 @@ class Component:
 @dataclass
 class DataConfig:
     manifest: str | None = None  # resolved relative to the working directory
-    image_size: Annotated[int, IMAGE_SIZE] = 112
+    # null: the size the backbone's weights were trained at (224 for ImageNet models), 112 without weights
+    image_size: Annotated[int, IMAGE_SIZE] | None = None
     mean: Annotated[list[float], Range(0, 1)] | None = None  # None: the backbone's pretrained config
     std: Annotated[list[float], Range(0, 1, low_open=True)] | None = None
     cache_images: bool = True  # decode + resize each image once, keep uint8 in memory
@@ -47,7 +48,8 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     backbone: Component = field(
-        default_factory=lambda: Component("timm", {"model": "resnet18", "pretrained": False})
+        # auto: hub or cached weights when they can be had (then the fine-tuning recipe applies), else random with a warning
+        default_factory=lambda: Component("timm", {"model": "resnet18", "pretrained": "auto"})
     )
     head: Component = field(
         default_factory=lambda: Component("mlp", {"hidden_dim": 512, "embedding_dim": 128})
@@ -64,6 +66,8 @@ class OptimConfig:
     )
     # per parameter group learning rates: backbone, head, loss (ArcFace centres...); others use lr
     group_lr: dict[str, Annotated[float, Range(0, 10, low_open=True)]] = field(default_factory=dict)
+    # backbone lr = lr x this unless group_lr.backbone is set; null: 0.1 on pretrained weights, 1 from scratch
+    backbone_lr_ratio: Annotated[float, Range(0, 10, low_open=True)] | None = None
 
 
 @dataclass
@@ -72,9 +76,15 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: Precision = "auto"  # auto: bf16 where the device runs it fast, else fp16/fp32
     channels_last: bool = True
+    # frozen: batch norms keep their running statistics (affine weights still learn); auto: frozen on pretrained weights
+    batch_norm: Literal["auto", "train", "frozen"] = "auto"
+    # features: the head starts as the whitened PCA of the backbone's features on the train images; auto: on pretrained weights
+    head_init: Literal["auto", "random", "features"] = "auto"
     # max global gradient norm; null disables
     grad_clip: Annotated[float, Range(0, low_open=True, hint="a max gradient norm such as 5, or null to disable")] | None = 5.0
-    val_metric: str = "recall@1"
+    val_metric: str = "recall@1"  # or pair_accuracy: balanced same/different accuracy of the val pairs at pair_distance_threshold
+    # Euclidean distance of L2-normalised embeddings below which a val pair counts as 'same' (the distortion use case's 0.5)
+    pair_distance_threshold: Annotated[float, Range(0, 2)] = 0.5
     early_stopping_patience: Annotated[int, AT_LEAST_ONE] | None = 5  # epochs without improvement; null disables
     # a gain of val_metric at most this large does not reset the patience (best.pt still follows every gain)
     early_stopping_min_delta: Annotated[float, Range(0, 1)] = 0.0

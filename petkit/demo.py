@@ -35,7 +35,7 @@ from petkit.submit.writers import submit, write_submission
 
 MARKER = ".petkit-demo"
 DEMO_SETTINGS = [
-    "name=demo", "data.image_size=64", "train.epochs=25", "data.sampler.args.p=8",
+    "name=demo", "data.image_size=64", "train.epochs=25", "data.sampler.args.p=8", "model.backbone.args.pretrained=false",
     "train.early_stopping_patience=null",
 ]
 

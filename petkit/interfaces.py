@@ -26,7 +26,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Iterator
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator
 
 import numpy as np
 import torch
@@ -52,6 +52,9 @@ class Backbone:
     num_features: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    input_size: int | None = None  # the image side the loaded weights were trained at (None: no weights)
+    pretrained: bool = False  # trained weights were loaded (hub, cache or file): the fine-tuning recipe applies
+    initialisation: str = "random"  # where the weights came from, for train.log and the checkpoint
 
 
 @dataclass
@@ -60,6 +63,10 @@ class Head:
 
     module: nn.Module
     embedding_dim: int
+    # set the weights so that module(x) == W @ (x - centre) at the start (W: [embedding_dim, in_features]);
+    # None: the head cannot start from a linear map (it keeps its random init). Used to start a head on
+    # pretrained weights from the backbone's own features (petkit.engine.head_init)
+    start_linear: Callable[[torch.Tensor, torch.Tensor], None] | None = None
 
 
 # ---------------------------------------------------------------------------------------

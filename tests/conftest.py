@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
+
+# pretrained: auto is the run default: the suite never reaches for the hub (a CI machine with a network
+# would otherwise download ImageNet weights into every default run); tests of the hub path mock it
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 

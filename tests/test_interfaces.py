@@ -37,7 +37,14 @@ def test_every_dataset_source_meets_its_interface_and_reads_its_own_layout(name,
     source = DATASETS.build({"name": name})
     assert isinstance(source, DatasetSource)
     photos = generate(tmp_path / "photos", identities=2, images_per_identity=2, size=24, seed=0)
-    layouts = {"folder": photos, "images": photos / "pet_000", "manifest": None, "pairs": None, "course_verification": None}
+    layouts = {"folder": photos, "images": photos / "pet_000", "manifest": None, "pairs": None, "course_verification": None,
+               "split_folders": None}
+    if name == "split_folders":
+        (tmp_path / "splits" / "train").mkdir(parents=True)
+        (photos / "pet_000").rename(tmp_path / "splits" / "train" / "pet_000")
+        (tmp_path / "splits" / "test").mkdir()
+        (photos / "pet_001").rename(tmp_path / "splits" / "test" / "pet_001")
+        layouts[name] = tmp_path / "splits"
     if name == "manifest":
         layouts[name] = tmp_path / "m.csv"
         layouts[name].write_text("path,identity\nphotos/pet_000/pet_000_00.jpg,a\nphotos/pet_001/pet_001_00.jpg,b\n")

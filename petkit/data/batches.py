@@ -31,13 +31,14 @@ THREAD_LIMIT = 2
 class ManifestImages(Dataset):
     def __init__(self, manifest: Manifest, image_size: int):
         self.paths = [manifest.abspath(row) for row in manifest.rows]
+        self.bboxes = manifest.bboxes()
         self.image_size = image_size
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        return load_tensor(self.paths[index], self.image_size)
+        return load_tensor(self.paths[index], self.image_size, self.bboxes[index])
 
 
 class ImageStore:

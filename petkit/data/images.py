@@ -1,4 +1,11 @@
-"""Reading images: every mode (grayscale PGM, palette PNG, RGBA, 16-bit) becomes 8-bit RGB."""
+"""Reading images: every mode (grayscale PGM, palette PNG, RGBA, 16-bit) becomes 8-bit RGB.
+
+Photos as they come: JPEG, PNG, WebP, AVIF (Pillow's own plugin), HEIC/HEIF from phones (through
+``pillow-heif``, registered here), TIFF, BMP, GIF, PGM. The EXIF orientation is applied before
+anything else (a phone stores portrait photos as rotated landscape pixels plus a tag), and a
+manifest's optional ``bbox`` (x, y, w, h in pixels of the photo as displayed) is cropped before the
+resize.
+"""
 
 from __future__ import annotations
 
@@ -13,14 +20,25 @@ from PIL import Image, ImageOps
 
 from petkit.errors import PetkitError
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".pbm", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
+try:  # HEIC/HEIF (iPhone photos); a missing plugin makes those files "cannot decode" with a hint
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+    HEIF = True
+except ImportError:  # pragma: no cover - pillow-heif is a dependency
+    HEIF = False
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".pbm", ".bmp", ".webp", ".tif", ".tiff", ".gif",
+                  ".heic", ".heif", ".avif"}
 
 # which PIL formats each suffix may honestly hold
 SUFFIX_FORMATS = {
     ".jpg": {"JPEG", "MPO"}, ".jpeg": {"JPEG", "MPO"}, ".png": {"PNG"}, ".pgm": {"PPM"},
     ".ppm": {"PPM"}, ".pbm": {"PPM"}, ".bmp": {"BMP"}, ".webp": {"WEBP"}, ".tif": {"TIFF"},
-    ".tiff": {"TIFF"}, ".gif": {"GIF"},
+    ".tiff": {"TIFF"}, ".gif": {"GIF"}, ".heic": {"HEIF"}, ".heif": {"HEIF"}, ".avif": {"AVIF", "HEIF"},
 }
+ROTATED_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+FULL_SIZE = "petkit_full_size"  # image.info key: the stored size before a reduced-scale JPEG decode
 
 
 def is_image_name(path: Path) -> bool:
@@ -45,12 +63,12 @@ def too_large(size: tuple[int, int]) -> str | None:
 
 
 @contextlib.contextmanager
-def opened(path: str | Path, min_size: int | None = None) -> Iterator[Image.Image]:
+def opened(path: str | Path, min_size: int | None = None, bbox: tuple[float, float, float, float] | None = None) -> Iterator[Image.Image]:
     """The image, fully decoded (so truncation surfaces here), after the size rule; PIL's errors as PetkitError.
 
-    ``min_size``: the caller will shrink the image to this side anyway, so a JPEG may be decoded
-    at a reduced scale in the DCT domain (1/2, 1/4, 1/8), never below ``min_size``: several times
-    faster than a full decode followed by a resize.
+    ``min_size``: the caller will shrink the image (or its ``bbox``) to this side anyway, so a JPEG
+    may be decoded at a reduced scale in the DCT domain (1/2, 1/4, 1/8), never below ``min_size``:
+    several times faster than a full decode followed by a resize.
     """
     try:
         with warnings.catch_warnings():
@@ -59,23 +77,59 @@ def opened(path: str | Path, min_size: int | None = None) -> Iterator[Image.Imag
                 reason = too_large(image.size)
                 if reason:
                     raise TooLarge(f"image {path} is refused: {reason}", "shrink it, or leave it out ('petkit prepare' does)")
+                image.info[FULL_SIZE] = image.size  # before draft may shrink it
                 if min_size and image.format == "JPEG":
-                    image.draft("RGB", (min_size, min_size))
+                    if bbox:  # the box, not the photo, must keep min_size pixels
+                        scale = min_size / max(1.0, min(bbox[2], bbox[3]))
+                        image.draft("RGB", (int(image.size[0] * scale + 1), int(image.size[1] * scale + 1)))
+                    else:
+                        image.draft("RGB", (min_size, min_size))
                 image.load()
                 yield image
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:  # PIL's check at open, same limit
         raise TooLarge(f"image {path} is refused: {exc}", "shrink it, or leave it out ('petkit prepare' does)") from None
     except (OSError, ValueError, SyntaxError) as exc:
-        raise PetkitError(
-            f"cannot decode image {path}: {exc}",
-            "re-run 'petkit prepare' to exclude unreadable files from the manifest",
-        ) from exc
+        hint = "re-run 'petkit prepare' to exclude unreadable files from the manifest"
+        if Path(path).suffix.lower() in (".heic", ".heif") and not HEIF:
+            hint = "HEIC photos need the pillow-heif package: pip install pillow-heif"
+        raise PetkitError(f"cannot decode image {path}: {exc}", hint) from exc
 
 
-def open_rgb(path: str | Path, min_size: int | None = None) -> Image.Image:
-    """Decode fully and return an RGB image, EXIF-rotated (see :func:`opened`)."""
-    with opened(path, min_size) as image:
-        return _to_rgb(ImageOps.exif_transpose(image))
+def displayed_size(image: Image.Image, stored: tuple[int, int] | None = None) -> tuple[int, int]:
+    """(width, height) as the photo is shown, after its EXIF orientation (``stored``: the size before a draft decode)."""
+    width, height = stored or image.size
+    try:
+        orientation = image.getexif().get(0x0112, 1)
+    except Exception:  # a damaged EXIF block: shown as stored
+        orientation = 1
+    return (height, width) if orientation in ROTATED_ORIENTATIONS else (width, height)
+
+
+def bbox_problem(bbox: tuple[float, float, float, float], size: tuple[int, int]) -> str | None:
+    """Why ``bbox`` (x, y, w, h) cannot be cropped from an image of ``size`` (as displayed), or None."""
+    x, y, w, h = bbox
+    if x >= size[0] or y >= size[1] or x + w <= 0 or y + h <= 0:
+        return f"bbox {x:g},{y:g},{w:g},{h:g} lies outside the {size[0]}x{size[1]} image"
+    return None
+
+
+def open_rgb(path: str | Path, min_size: int | None = None, bbox: tuple[float, float, float, float] | None = None) -> Image.Image:
+    """Decode fully and return an RGB image, EXIF-rotated, cropped to ``bbox`` (see :func:`opened`).
+
+    The box is in pixels of the full-size photo as displayed; a box that runs over an edge is clipped.
+    """
+    with opened(path, min_size, bbox) as image:
+        full = displayed_size(image, image.info.get(FULL_SIZE))
+        rotated = ImageOps.exif_transpose(image)
+        if bbox is not None:
+            problem = bbox_problem(bbox, full)
+            if problem:
+                raise PetkitError(f"image {path}: {problem}", "fix the bbox column of the manifest (x,y,w,h in pixels)")
+            sx, sy = rotated.width / full[0], rotated.height / full[1]  # the JPEG may have been decoded at 1/2, 1/4, 1/8
+            x, y, w, h = bbox
+            box = (max(0, round(x * sx)), max(0, round(y * sy)), min(rotated.width, round((x + w) * sx)), min(rotated.height, round((y + h) * sy)))
+            rotated = rotated.crop(box)
+        return _to_rgb(rotated)
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -91,7 +145,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_tensor(path: str | Path, size: int) -> torch.Tensor:
-    """uint8 CHW tensor of the image resized to ``size`` x ``size`` (aligned crops: no aspect crop)."""
-    image = open_rgb(path, min_size=size).resize((size, size), Image.BICUBIC)
+def load_tensor(path: str | Path, size: int, bbox: tuple[float, float, float, float] | None = None) -> torch.Tensor:
+    """uint8 CHW tensor of the image (or its ``bbox``) resized to ``size`` x ``size`` (aligned crops: no aspect crop)."""
+    image = open_rgb(path, min_size=size, bbox=bbox).resize((size, size), Image.BICUBIC)
     return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import math
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +37,8 @@ HEIGHT = "height"
 UNKNOWN_IDENTITY = "n000000"  # "nobody enrolled": the answer for a probe that matches no known individual
 
 REQUIRED = (PATH, IDENTITY)
-OPTIONAL = (SPLIT, ROLE, IS_FAKE, CATEGORY, SEQUENCE, SOURCE, SHA1, WIDTH, HEIGHT)
+BBOX = "bbox"  # x,y,w,h in pixels of the photo as displayed (EXIF-rotated): cropped before resizing
+OPTIONAL = (SPLIT, ROLE, IS_FAKE, CATEGORY, SEQUENCE, SOURCE, SHA1, WIDTH, HEIGHT, BBOX)
 COLUMNS = REQUIRED + OPTIONAL
 ALLOWED_VALUES = {
     SPLIT: ("train", "val", "test"),
@@ -64,6 +66,10 @@ class Manifest:
     def values(self, column: str) -> list[str]:
         return [row.get(column, "") for row in self.rows]
 
+    def bboxes(self) -> list[tuple[float, float, float, float] | None]:
+        """Each row's crop box (see :func:`parse_bbox`), None where the row has none."""
+        return [parse_bbox(row.get(BBOX, "")) for row in self.rows]
+
     def identities(self) -> list[str]:
         return sorted(set(self.values(IDENTITY)))
 
@@ -82,6 +88,23 @@ class Manifest:
 
 
 MAX_IDENTITY_LENGTH = 200
+
+
+def parse_bbox(text: str) -> tuple[float, float, float, float] | None:
+    """``"x,y,w,h"`` (commas or spaces, pixels, w and h > 0) -> a tuple; empty -> None; anything else: ValueError."""
+    text = (text or "").strip()
+    if not text:
+        return None
+    parts = text.replace(",", " ").split()
+    if len(parts) != 4:
+        raise ValueError(f"bbox '{text}' must be 4 numbers x,y,w,h")
+    try:
+        x, y, w, h = (float(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"bbox '{text}' must be 4 numbers x,y,w,h") from None
+    if not all(map(math.isfinite, (x, y, w, h))) or w <= 0 or h <= 0 or x < 0 or y < 0:
+        raise ValueError(f"bbox '{text}' needs x, y >= 0 and a width and height above 0")
+    return x, y, w, h
 
 
 def text_problem(value: str, what: str) -> str | None:
@@ -195,6 +218,10 @@ def _validate_row(row: dict[str, str], path: Path, line_no: int) -> None:
     if not row.get(IDENTITY) and row.get(ROLE) != "query":
         raise PetkitError(f"{path}, line {line_no}: empty '{IDENTITY}'",
                           "only unlabelled query images (role=query, e.g. a challenge's test images) may leave it empty")
+    try:
+        parse_bbox(row.get(BBOX, ""))
+    except ValueError as exc:
+        raise PetkitError(f"{path}, line {line_no}: {exc}", "write the box as x,y,w,h in pixels, e.g. \"12,30,200,180\" (quoted), or leave it empty") from None
     for column, allowed in ALLOWED_VALUES.items():
         value = row.get(column, "")
         if column == IS_FAKE and value.lower() in ("true", "false"):

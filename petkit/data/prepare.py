@@ -20,7 +20,7 @@ from typing import Annotated, Callable, Literal
 
 from petkit import __version__
 from petkit.data import manifest as mf
-from petkit.data.images import SUFFIX_FORMATS, TooLarge, is_image_name, opened
+from petkit.data.images import SUFFIX_FORMATS, TooLarge, bbox_problem, displayed_size, is_image_name, opened
 from petkit.data.sources import build_source, detect_format
 from petkit.errors import PetkitError
 from petkit.interfaces import Candidate
@@ -99,6 +99,7 @@ def check_file(candidate: Candidate) -> Checked:
         with opened(path) as image:
             fmt = image.format or "?"
             rgb = image.convert("RGB")
+            shown = displayed_size(image)
     except TooLarge as error:
         return Checked(candidate, False, f"too large ({error.message.split('refused: ', 1)[-1]})")
     except PetkitError as error:
@@ -107,6 +108,12 @@ def check_file(candidate: Candidate) -> Checked:
     except Exception as exc:  # PIL raises many types for broken files
         reason = "not an image" if not is_image_name(path) else f"corrupt or truncated image ({exc})"
         return Checked(candidate, False, reason)
+    try:
+        box = mf.parse_bbox(candidate.extra.get(mf.BBOX, ""))
+    except ValueError as exc:
+        return Checked(candidate, False, str(exc))
+    if box is not None and bbox_problem(box, shown):
+        return Checked(candidate, False, bbox_problem(box, shown))
     note = ""
     expected = SUFFIX_FORMATS.get(path.suffix.lower())
     if expected is None:
@@ -261,10 +268,17 @@ def prepare(
     checked = check_all(candidates, options.workers, progress)
     resolve_duplicates(checked)
     rows = [_row(item, out_dir) for item in checked if item.ok]
-    if not rows:
+    if not rows:  # the report says why each file was left out: written even now (no manifest is)
+        report = _report(src, out_dir, options, candidates, checked, skipped, rows)
+        write_json(report_path, report)
+        reasons = defaultdict(int)
+        for item in [*report["excluded"], *report["skipped"]]:
+            reasons[str(item.get("reason", "?")).split(" (")[0]] += 1
+        common = ", ".join(f"{n} {why}" for why, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:3]) or "no files at all"
         raise PetkitError(
-            f"no usable images found in {src}",
-            "expected <identity>/<image> folders (or a CSV with path,identity); see the report for reasons",
+            f"no usable images found in {src} ({common})",
+            f"expected <identity>/<image> folders, train/ val/ test/ folders of those, or a CSV with path,identity; "
+            f"every file's reason is in {report_path}",
         )
     splits_given = any(row.get(mf.SPLIT) for row in rows)  # a layout's or a listing's own splits are kept
     if not splits_given:
@@ -332,7 +346,7 @@ def _report(src, out_dir, options, candidates, checked, skipped, rows) -> dict:
             "images": len(rows),
             "images_per_identity": {
                 "min": per_identity[0], "median": statistics.median(per_identity), "max": per_identity[-1],
-            },
+            } if per_identity else {"min": 0, "median": 0, "max": 0},
             "excluded": len(excluded),
             "skipped": len(skipped),
             "identities_without_usable_images": empty,

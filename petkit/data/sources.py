@@ -8,6 +8,7 @@ every registered source whether a path is in its layout, most specific first (``
   ``verification_dev.csv``, ``unknown_test/`` (the course challenge);
 - ``pairs``: a pairs CSV (pair_id,path_a,path_b[,same]); its distinct images, unlabelled;
 - ``images``: one image, or a flat folder of images (no sub-folders), unlabelled;
+- ``split_folders``: ``train/ val|dev/ test/``, each of ``<identity>/<image>`` folders (ImageFolder per split);
 - ``folder``: ``<identity>/<image>`` folders, with ``distortion/`` and ``fake/`` sub-folders;
 - ``manifest``: manifest.csv (or any CSV with path,identity[,split,role,is_fake,...]); the fallback.
 """
@@ -72,6 +73,47 @@ class FolderSource(DatasetSource):
         if any(c.extra.get(mf.IS_FAKE) == "1" for c in candidates):
             for c in candidates:
                 c.extra.setdefault(mf.IS_FAKE, "0")
+        return Listing(path, candidates, skipped)
+
+
+SPLIT_DIRS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val", "test": "test"}
+
+
+class SplitFoldersSource(DatasetSource):
+    """``train/ val|dev/ test/`` folders, each of ``<identity>/<image>`` folders (torchvision ImageFolder per split):
+    the folders are the splits (``dev``, ``valid``, ``validation`` read as ``val``)."""
+
+    priority = 2
+    empty_hint = "expected train/, val/ (or dev/) and test/ folders, each holding <identity>/<image> folders"
+
+    def __init__(self, flatten_distortion: bool = False):
+        self.folders = FolderSource(flatten_distortion)
+
+    def detect(self, path: Path) -> bool:
+        if not path.is_dir():
+            return False
+        entries = [e for e in path.iterdir() if not hidden(e)]
+        folders = [e for e in entries if e.is_dir()]
+        names = [e.name.lower() for e in folders]
+        if "train" not in names or len(folders) != len(entries) or not all(n in SPLIT_DIRS for n in names):
+            return False
+        # the splits hold identity folders (not images directly: then train/ would be an identity called "train")
+        return all(any(sub.is_dir() and not hidden(sub) for sub in folder.iterdir()) for folder in folders)
+
+    def scan(self, path: Path) -> Listing:
+        candidates: list[Candidate] = []
+        skipped: list[dict] = []
+        splits = {}
+        for folder in sorted(e for e in path.iterdir() if e.is_dir() and not hidden(e)):
+            split = SPLIT_DIRS[folder.name.lower()]
+            if split in splits:
+                raise PetkitError(f"{path} has two folders for the {split} split: {splits[split]}/ and {folder.name}/",
+                                  "keep one of them (dev, valid and validation all mean val)")
+            splits[split] = folder.name
+            listing = self.folders.scan(folder)
+            for c in listing.candidates:
+                candidates.append(Candidate(c.path, c.identity, f"{folder.name}/{c.source}", {**c.extra, mf.SPLIT: split}))
+            skipped += [{**item, "path": f"{folder.name}/{item['path']}"} for item in listing.skipped]
         return Listing(path, candidates, skipped)
 
 
@@ -142,6 +184,12 @@ def manifest_source() -> ManifestSource:
 def folder_source(flatten_distortion: bool = False) -> FolderSource:
     """<identity>/<image> folders read as they are (no checks: use 'petkit prepare' for those)."""
     return FolderSource(flatten_distortion)
+
+
+@DATASETS.register("split_folders")
+def split_folders_source(flatten_distortion: bool = False) -> SplitFoldersSource:
+    """train/, val/ (or dev/), test/ folders of <identity>/<image> folders: the folders are the splits."""
+    return SplitFoldersSource(flatten_distortion)
 
 
 @DATASETS.register("pairs")

@@ -42,8 +42,15 @@ RUN_FILES = ("config.yaml", "train.log", "history.csv", "steps.csv", "tensorboar
 # identity. Measured after one epoch on 24 synthetic identities at 64 px: the collapsed scratch_mobilenet
 # (features 1e-8) 9.4e-4; the repaired one 0.026 (its recall@1 rose), scratch_resnet 0.16, scratch_convnext 0.47
 COLLAPSED_SPREAD = 5e-3
-VAL_METRICS = ("recall@1", "recall@5", "mAP", "mAP@R", "R-precision", "precision@1", "accuracy")
+VAL_METRICS = ("recall@1", "recall@5", "mAP", "mAP@R", "R-precision", "precision@1", "accuracy", "pair_accuracy")
 PARAMETER_GROUPS = ("backbone", "head", "loss")
+# what a run fills in for the settings left to the weights (null in the config): on pretrained weights
+# the backbone learns at a tenth of the head's rate and its batch norms keep the weights' statistics.
+# Measured on unseen dogs (benchmarks/bench_pretrained.py, docs/catalogue.md): with both, ImageNet
+# EfficientNet-Lite0 gains Recall@1 from the first epoch; with neither (the scratch recipe), a P x K
+# batch of 64 dog faces re-estimates every batch norm and val Recall@1 falls from 0.893 to 0.827
+PRETRAINED_RECIPE = {"batch_norm": "frozen", "backbone_lr_ratio": 0.1, "head_init": "features"}
+SCRATCH_RECIPE = {"batch_norm": "train", "backbone_lr_ratio": 1.0, "head_init": "random"}
 
 
 @dataclass
@@ -77,10 +84,10 @@ class TrainState:
 
 
 def backbone_component(name: str) -> dict[str, Any]:
-    """``--backbone NAME``: a registered backbone, else a timm model name (as the timm backbone's ``model``)."""
+    """``--backbone NAME``: a registered backbone, else a timm model name (as the timm backbone's ``model``, ``pretrained: auto``)."""
     if name in BACKBONES:
         return {"name": name}
-    return {"name": "timm", "args": {"model": name}}
+    return {"name": "timm", "args": {"model": name, "pretrained": "auto"}}
 
 
 def train_config(config_path: str | Path | None = None, overrides: Sequence[str] = (), flags: dict[str, Any] | None = None,
@@ -205,6 +212,7 @@ class Trainer:
         self.engine = Engine.create(config.train.device, config.train.precision, config.train.channels_last)
         self.message(f"engine: {self.engine.describe()}")
         self.model = build_model(config.model, config.data.image_size, config.data.mean, config.data.std)
+        self._apply_recipe()
         self.loss_fn: Loss = LOSSES.build(config.loss, num_classes=len(self.identities), embedding_dim=self.model.embedding_dim)
         # which rows to train on follows from what the loss declares, before the sampler is built
         rows, self.is_fake = self._train_rows(rows, label_of)
@@ -220,6 +228,11 @@ class Trainer:
         self.model = self.engine.prepare(self.model)
         self.loss_fn = self.loss_fn.to(self.engine.device)
 
+        self.train_store = self._store(rows, "train images")
+        self.val_store = self._store(val_rows, "val images") if val_rows is not None and len(val_rows) else None
+        if config.train.head_init == "features" and not self.resume:
+            self._start_head()
+
         self.steps_per_epoch = -(-len(self.sampler) // config.train.accumulate_steps)  # optimiser steps
         self.optimizer = OPTIMIZERS.build(config.optim.optimizer, params=_parameter_groups(self.model, self.loss_fn, config), lr=config.optim.lr)
         self.scheduler = SCHEDULES.build(config.optim.schedule, optimizer=self.optimizer, steps_per_epoch=self.steps_per_epoch,
@@ -230,8 +243,6 @@ class Trainer:
         if self.resume:
             self._restore()
 
-        self.train_store = self._store(rows, "train images")
-        self.val_store = self._store(val_rows, "val images") if val_rows is not None and len(val_rows) else None
         self.val_labels = np.array(val_rows.values(mf.IDENTITY)) if self.val_store is not None else None
         self.val_targets = np.array([label_of.get(n, -1) for n in self.val_labels]) if self.val_store is not None else None  # -1: unseen
 
@@ -239,6 +250,49 @@ class Trainer:
         write_text(self.run_dir / "config.yaml", dump_yaml(config))
         self.message(f"petkit train: {len(rows)} train images of {len(self.identities)} identities; "
                      f"val: {len(val_rows) if self.val_store is not None else 0} images; engine {self.engine.describe()}")
+
+    def _apply_recipe(self) -> None:
+        """Say where the backbone's weights came from, and fill the settings left to them (null in the config).
+
+        The values land in the config, so config.yaml and the checkpoint say what ran and a resumed run
+        keeps them whatever the network does then. With pretrained weights (measured in
+        benchmarks/bench_pretrained.py, see docs/catalogue.md): the weights' input size, and
+        :data:`PRETRAINED_RECIPE`; without: 112 px and the settings as given.
+        """
+        config, model = self.config, self.model
+        config.data.image_size = model.card.image_size
+        recipe = PRETRAINED_RECIPE if model.pretrained else SCRATCH_RECIPE
+        if config.train.batch_norm == "auto":
+            config.train.batch_norm = recipe["batch_norm"]
+        if config.optim.backbone_lr_ratio is None:
+            config.optim.backbone_lr_ratio = recipe["backbone_lr_ratio"]
+        if config.train.head_init == "auto":
+            config.train.head_init = recipe["head_init"]
+        requested = config.model.backbone.args.get("pretrained")
+        if model.pretrained:
+            backbone_lr = config.optim.group_lr.get("backbone", config.optim.lr * config.optim.backbone_lr_ratio)
+            self.message(f"backbone {model.initialisation}: fine-tuning recipe: {model.card.image_size} px with the weights' mean/std, "
+                         f"backbone lr {backbone_lr:g} (head {config.optim.group_lr.get('head', config.optim.lr):g}), "
+                         f"batch norm {config.train.batch_norm}, head init {config.train.head_init}")
+        elif model.initialisation.startswith("random ("):  # pretrained: auto found no weights
+            text = (f"warning: the backbone starts from random weights: {model.initialisation[len('random ('):-1]}; "
+                    "training from scratch (set model.backbone.args.weights: FILE to use a downloaded file)")
+            self.warnings.append(text)
+            self.message(text)
+        elif requested is False or requested is None:
+            self.message("backbone from random weights (pretrained: false)")
+        self.initialisation = model.initialisation
+
+    def _start_head(self) -> None:
+        from petkit.engine.head_init import start_head_from_features
+
+        if not any(True for _ in self.model.head.parameters()):
+            return  # an identity head: the embedding is the features already
+        if self.model.start_linear is None:
+            self.message(f"head '{self.config.model.head.name}' cannot start from the backbone's features "
+                         "(an mlp needs layers: 2, no batch_norm, hidden_dim >= 2 x embedding_dim): it starts random")
+            return
+        self.message(start_head_from_features(self.model, self.train_store, self.engine, self.model.start_linear))
 
     def _train_rows(self, rows: mf.Manifest, label_of: dict) -> tuple[mf.Manifest, torch.Tensor | None]:
         real = rows.real()
@@ -348,6 +402,8 @@ class Trainer:
 
     def train_epoch(self) -> dict:
         self.model.train()
+        if self.config.train.batch_norm == "frozen":
+            _freeze_batch_norm_statistics(self.model.backbone)
         self.loss_fn.train()
         self.optimizer.zero_grad(set_to_none=True)
         losses, total_images, started = [], 0, time.perf_counter()
@@ -410,7 +466,16 @@ class Trainer:
         result = retrieval_metrics(vectors, self.val_labels, vectors, self.val_labels, ks=(1, 5), leave_one_out=True)
         row = {f"val_{k}": float(result.metrics.get(k, float("nan"))) for k in VAL_METRICS}
         row["val_accuracy"] = self._closed_set_accuracy(vectors)
+        row["val_pair_accuracy"] = self._pair_accuracy(vectors)
         return row
+
+    def _pair_accuracy(self, vectors: np.ndarray) -> float:
+        """Balanced accuracy of every val pair (same / different identity) at train.pair_distance_threshold."""
+        from petkit.evaluation.evaluators import distance_to_cosine
+        from petkit.evaluation.metrics import balanced_accuracy_at_threshold, verification_pairs
+
+        scores, same, _ = verification_pairs(vectors, self.val_labels, max_pairs=1_000_000, seed=self.config.train.seed)
+        return balanced_accuracy_at_threshold(scores, same, distance_to_cosine(self.config.train.pair_distance_threshold))
 
     def _refuse_collapse(self, vectors: np.ndarray) -> None:
         """Stop when every val image embeds to (nearly) the same vector: such a model tells nobody apart."""
@@ -436,7 +501,7 @@ class Trainer:
 
     def save_model(self, path: Path) -> None:
         """best.pt: the model card and the (averaged) weights, nothing to resume with."""
-        save_checkpoint(path, self.eval_model)
+        save_checkpoint(path, self.eval_model, initialisation=self.initialisation)
 
     def save_run_checkpoint(self, path: Path) -> None:
         """last.pt: the model plus the resolved config and everything needed to resume exactly."""
@@ -450,7 +515,7 @@ class Trainer:
         }
         if self.ema is not None:
             training["train_model"] = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
-        save_checkpoint(path, self.eval_model, to_dict(self.config), training)
+        save_checkpoint(path, self.eval_model, to_dict(self.config), training, initialisation=self.initialisation)
 
     def _restore(self) -> None:
         path = self.last_path
@@ -546,13 +611,22 @@ def _parameter_groups(model: EmbeddingModel, loss_fn: torch.nn.Module, config: C
     from timm.optim import param_groups_weight_decay
 
     groups = []
+    ratios = {"backbone": config.optim.backbone_lr_ratio or 1.0}
     for name, module in {"backbone": model.backbone, "head": model.head, "loss": loss_fn}.items():
-        lr = config.optim.group_lr.get(name, config.optim.lr)
+        lr = config.optim.group_lr.get(name, config.optim.lr * ratios.get(name, 1.0))
         decay = 0.0 if name == "loss" else config.optim.weight_decay
         for group in param_groups_weight_decay(module, decay):
             suffix = "_no_decay" if group["weight_decay"] == 0 and decay else ""
             groups.append({**group, "lr": lr, "name": f"{name}{suffix}"})
     return groups
+
+
+def _freeze_batch_norm_statistics(module: torch.nn.Module) -> None:
+    """Batch norms in inference mode: normalised by the weights' running statistics, which no batch
+    updates (their scale and shift still learn)."""
+    for layer in module.modules():
+        if isinstance(layer, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d, torch.nn.SyncBatchNorm)):
+            layer.eval()
 
 
 def _seed_everything(seed: int) -> None:

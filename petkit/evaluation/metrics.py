@@ -212,6 +212,16 @@ def accuracy_at_threshold(scores: np.ndarray, same: np.ndarray, threshold: float
     return float(np.mean((np.asarray(scores) >= threshold) == np.asarray(same, dtype=bool)))
 
 
+def balanced_accuracy_at_threshold(scores: np.ndarray, same: np.ndarray, threshold: float) -> float:
+    """Mean of the same-pair and different-pair accuracies at ``threshold`` (what a 50/50 pair set measures;
+    NaN without pairs of both kinds)."""
+    same = np.asarray(same, dtype=bool)
+    accept = np.asarray(scores) >= threshold
+    if same.all() or not same.any():
+        return float("nan")
+    return float((accept[same].mean() + (~accept[~same]).mean()) / 2.0)
+
+
 def best_accuracy(scores: np.ndarray, same: np.ndarray) -> tuple[float, float]:
     """(accuracy, threshold) of the best single threshold over all distinct scores (an oracle upper bound)."""
     fpr, tpr, thresholds = roc_curve(scores, same)

@@ -1,9 +1,10 @@
 """Backbones: feature extractors that map images to one pooled vector.
 
 A backbone factory returns a :class:`Backbone`: the module, its feature width, and the input
-statistics its weights expect. ``timm`` wraps any timm model by name; random init is the
-default (this project is often run offline), ``pretrained: true`` downloads from the hub and
-``weights: path`` loads a local file.
+statistics its weights expect. ``timm`` wraps any timm model by name; ``pretrained: auto`` (the
+run config's default) takes hub or cached weights when they can be had and random ones otherwise,
+``pretrained: true`` requires them, ``weights: path`` loads a local file. The factory's own default
+stays ``false``: a model rebuilt from a checkpoint's card never reaches for the network.
 """
 
 from __future__ import annotations
@@ -27,40 +28,63 @@ __all__ = ["Backbone", "IMAGENET_MEAN", "IMAGENET_STD", "build_backbone"]
 
 
 @BACKBONES.register("timm")
-def timm_backbone(model: str = "resnet18", pretrained: bool = False, weights: str | None = None,
+def timm_backbone(model: str = "resnet18", pretrained: bool | Literal["auto"] = False, weights: str | None = None,
                   drop_path_rate: Annotated[float, Range(0, 1, high_open=True)] = 0.0, pool: Literal["avg", "gem"] = "avg",
                   freeze_stages: Annotated[int, Range(0, 16)] = 0) -> Backbone:
-    """Any timm model as a pooled feature extractor (``model``: a timm name, ``timm/NAME`` or ``hf-hub:ORG/NAME``); GeM pooling, frozen stages."""
+    """Any timm model as a pooled feature extractor (``model``: a timm name, ``timm/NAME`` or ``hf-hub:ORG/NAME``).
+
+    ``pretrained``: true fetches the weights (hub or cache) or fails; ``auto`` (the run config's default)
+    fetches them when they can be had and otherwise starts from random weights, saying so in
+    ``Backbone.initialisation``; ``weights: FILE`` loads a local file instead. GeM pooling, frozen stages.
+    """
     model = timm_model_name(model)
     if pool not in ("avg", "gem"):
         raise PetkitError(f"timm backbone pool must be 'avg' or 'gem', got '{pool}'")
-    fetches = (pretrained and weights is None) or model.startswith("hf-hub:")  # a hub name fetches its config even untrained
-    reachable = go_offline_when_unreachable() if fetches else True
+    if pretrained not in (True, False, "auto"):
+        raise PetkitError(f"timm backbone pretrained must be true, false or auto, got {pretrained!r}")
     kwargs = {"num_classes": 0}
     if drop_path_rate:
         kwargs["drop_path_rate"] = drop_path_rate
-    try:
-        module = timm.create_model(model, pretrained=pretrained and weights is None, **kwargs)
-    except Exception as exc:  # hub/network errors come in many types
-        if not fetches:
-            raise
-        why = ("the Hugging Face Hub cannot be reached and the files are not in the local cache" if not reachable
-               else f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}")
-        raise PetkitError(
-            f"could not fetch '{model}' from the hub: {why}",
-            "without internet, download the weights elsewhere and set model.backbone.args.weights: /path/to/file",
-        ) from exc
+    fetch = bool(pretrained) and weights is None  # True or "auto"
+    if fetch or model.startswith("hf-hub:"):  # a hub name fetches its config even untrained
+        module, initialisation = _fetch(model, pretrained, fetch, kwargs)
+    else:
+        module, initialisation = timm.create_model(model, pretrained=False, **kwargs), "random"
     if weights is not None:
         load_weights(module, Path(weights), model)
+        initialisation = f"weights file {weights}"
     freeze_first_stages(module, freeze_stages, model)
     cfg = getattr(module, "pretrained_cfg", {}) or {}
     mean = tuple(cfg.get("mean", IMAGENET_MEAN))
     std = tuple(cfg.get("std", IMAGENET_STD))
+    loaded = not initialisation.startswith("random")
+    input_size = cfg.get("input_size")
+    size = int(input_size[-1]) if loaded and input_size else None  # the size the weights were trained at
     if pool == "gem":
-        return Backbone(GeMFeatures(module), int(module.num_features), mean, std)
+        return Backbone(GeMFeatures(module), int(module.num_features), mean, std, size, loaded, initialisation)
     # some heads (MobileNetV3) add a hidden layer after pooling: that is the output width then
     width = getattr(module, "head_hidden_size", None) or module.num_features
-    return Backbone(module, int(width), mean, std)
+    return Backbone(module, int(width), mean, std, size, loaded, initialisation)
+
+
+def _fetch(model: str, pretrained, fetch: bool, kwargs: dict) -> tuple[nn.Module, str]:
+    """The timm model with hub/cache weights; with ``pretrained: auto`` a failure falls back to random weights."""
+    reachable = go_offline_when_unreachable()
+    rng = torch.random.get_rng_state()  # a failed fetch has drawn a random init already: the fallback draws the same one
+    try:
+        module = timm.create_model(model, pretrained=fetch, **kwargs)
+        tag = (getattr(module, "pretrained_cfg", {}) or {}).get("hf_hub_id") or model
+        return module, (f"pretrained {tag}" if fetch else "random")
+    except Exception as exc:  # hub/network errors come in many types
+        why = ("the Hugging Face Hub cannot be reached and the files are not in the local cache" if not reachable
+               else f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}")
+        if pretrained == "auto" and not model.startswith("hf-hub:"):
+            torch.random.set_rng_state(rng)
+            return timm.create_model(model, pretrained=False, **kwargs), f"random (pretrained weights for '{model}' unavailable: {why})"
+        raise PetkitError(
+            f"could not fetch '{model}' from the hub: {why}",
+            "without internet, download the weights elsewhere and set model.backbone.args.weights: /path/to/file",
+        ) from exc
 
 
 class GeM(nn.Module):

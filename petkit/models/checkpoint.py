@@ -49,8 +49,9 @@ class LoadedCheckpoint:
 
 
 def save_checkpoint(path: str | Path, model: EmbeddingModel, config: dict[str, Any] | None = None,
-                    training: dict[str, Any] | None = None) -> ModelCard:
-    """Write ``model`` (card + weights); with ``config`` and ``training`` a resumable run checkpoint."""
+                    training: dict[str, Any] | None = None, initialisation: str | None = None) -> ModelCard:
+    """Write ``model`` (card + weights); with ``config`` and ``training`` a resumable run checkpoint;
+    ``initialisation``: where training started from (``pretrained timm/...``, ``random (... unavailable)``)."""
     weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     card = model.card.with_fingerprint(fingerprint(weights))
     payload: dict[str, Any] = {"format": FORMAT, "version": VERSION, "petkit_version": __version__,
@@ -59,6 +60,8 @@ def save_checkpoint(path: str | Path, model: EmbeddingModel, config: dict[str, A
         payload["config"] = config
     if training is not None:
         payload["training"] = training
+    if initialisation is not None:
+        payload["initialisation"] = initialisation
     with atomic_path(path) as tmp:
         try:
             torch.save(payload, tmp)

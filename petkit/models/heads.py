@@ -35,13 +35,37 @@ def mlp_head(in_features: int, hidden_dim: Annotated[int, Range(1, 65536)] = 512
             modules.append(nn.Dropout(dropout))
         width = hidden_dim
     modules.append(nn.Linear(width, embedding_dim))
-    return Head(nn.Sequential(*modules), embedding_dim)
+    head = nn.Sequential(*modules)
+    exact = layers == 2 and not batch_norm and hidden_dim >= 2 * embedding_dim
+    return Head(head, embedding_dim, (lambda w, centre: _mlp_start_linear(head, w, centre)) if exact else None)
+
+
+@torch.no_grad()
+def _mlp_start_linear(head: nn.Sequential, w: torch.Tensor, centre: torch.Tensor) -> None:
+    """Linear -> ReLU -> Linear computing exactly ``w @ (x - centre)``: the first layer holds +w and -w
+    (ReLU(z) - ReLU(-z) = z), the second adds the pair back; the hidden units left over keep their
+    random weights and start with zero output weights, so they contribute nothing yet but learn."""
+    first, last = head[0], head[-1]
+    d = w.shape[0]
+    first.weight[:d], first.weight[d:2 * d] = w, -w
+    first.bias[:d], first.bias[d:2 * d] = -(w @ centre), w @ centre
+    last.weight.zero_()
+    last.weight[:, :d], last.weight[:, d:2 * d] = torch.eye(d), -torch.eye(d)
+    last.bias.zero_()
+
+
+@torch.no_grad()
+def _linear_start_linear(layer: nn.Linear, w: torch.Tensor, centre: torch.Tensor) -> None:
+    layer.weight.copy_(w)
+    if layer.bias is not None:
+        layer.bias.copy_(-(w @ centre))
 
 
 @HEADS.register("linear")
 def linear_head(in_features: int, embedding_dim: Annotated[int, Range(1, 65536)] = 128) -> Head:
     """A single linear projection."""
-    return Head(nn.Linear(in_features, embedding_dim), embedding_dim)
+    layer = nn.Linear(in_features, embedding_dim)
+    return Head(layer, embedding_dim, lambda w, centre: _linear_start_linear(layer, w, centre))
 
 
 @HEADS.register("identity")
@@ -70,4 +94,10 @@ class BNNeck(nn.Module):
 @HEADS.register("bnneck")
 def bnneck(in_features: int, embedding_dim: Annotated[int, Range(1, 65536)] | None = None) -> Head:
     """BN-neck: (Linear) + BatchNorm1d with a frozen zero bias, as in strong re-ID baselines."""
-    return Head(BNNeck(in_features, embedding_dim), embedding_dim or in_features)
+    neck = BNNeck(in_features, embedding_dim)
+
+    def start(w: torch.Tensor, centre: torch.Tensor) -> None:  # the batch norm centres; its scale only rescales axes
+        with torch.no_grad():
+            neck.reduce.weight.copy_(w)
+
+    return Head(neck, embedding_dim or in_features, start if embedding_dim else None)

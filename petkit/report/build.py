@@ -185,6 +185,8 @@ def _embedding_sections(report: _Report, embeddings: Path, model, gallery, calib
     else:
         report.missing("Maps before training", "no embeddings of the untrained model given (--before)")
 
+    report.progress("data audit")
+    _audit(report, everything)
     report.progress("retrieval grids")
     _grids(report, probes, gallery_set, threshold, grid_queries, top_k, model, gradcam, seed)
     report.progress("open-set and few-shot curves")
@@ -312,6 +314,32 @@ def _thumbnails(report: _Report, paths: list[str]) -> dict[str, np.ndarray]:
             image.save(tmp, format="JPEG", quality=85)
         out[path] = np.asarray(image)
     return out
+
+
+def _audit(report: _Report, data: emb.EmbeddingSet, per_kind: int = 2) -> None:
+    """The petkit audit checks on every photo of the embeddings file (all splits): counts, the surest pairs, a table."""
+    from petkit.evaluation import audit as A
+
+    try:
+        result = A.audit(data)
+    except PetkitError as error:
+        report.missing("Data audit", error.message)
+        return
+    rows = A.rows(result, data)
+    shown = [r for kind in A.KINDS for r in [r for r in rows if r["kind"] == kind][:per_kind]]
+    if shown:
+        root = Path(data.root)
+        absolute = {r[key]: str((root / r[key]).resolve()) for r in shown for key in ("path_a", "path_b") if r[key]}
+        thumbs = _thumbnails(report, list(absolute.values()))
+        report.add(F.audit_pairs(shown, {p: thumbs[a] for p, a in absolute.items()}, result.counts))
+    else:
+        report.missing("Data audit pairs", "petkit audit found nothing at its default settings")
+    listed = [r for kind in A.KINDS for r in [r for r in rows if r["kind"] == kind][:8]]
+    counts = ", ".join(f"{result.counts[k]} {k}" for k in A.KINDS)
+    report.tables.append((f"Data audit ({counts}; up to 8 surest of each; all in 'petkit audit')",
+                          ["kind", "score", "photo", "identity", "split", "matches", "identity", "split"],
+                          [[r["kind"], r["score"], r["path_a"], r["identity_a"], r["split_a"] or "-", r["path_b"] or "-",
+                            r["identity_b"] or "-", r["split_b"] or "-"] for r in listed]))
 
 
 def _per_identity_table(report: _Report, identities: np.ndarray, recall: np.ndarray, ap: np.ndarray) -> None:

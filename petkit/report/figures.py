@@ -347,3 +347,37 @@ def few_shot_curve(vectors: np.ndarray, labels: np.ndarray, n_way: int, shots: l
     ax.legend(fontsize=7)
     caption = f"{n_way}-way accuracy when each individual is enrolled with K photos (95 % interval over {episodes} episodes)."
     return Plot("few_shot", "Few-shot enrolment", caption, data, figure)
+
+
+# ---------------------------------------------------------------------------------------
+# data audit
+
+AUDIT_TITLES = {"mislabel": "likely mislabel", "split_leak": "leak across splits", "identity_duplicate": "same photo, two names",
+                "same_animal": "same animal, two names"}
+
+
+def audit_pairs(rows: list[dict], thumbs: dict[str, np.ndarray], counts: dict[str, int]) -> Plot:
+    """The surest findings of each audit check as photo pairs: the flagged photo and the one it matches."""
+    columns = 4  # two findings (two photos each) per line
+    lines = max(1, -(-len(rows) // 2))
+    figure = new_figure(1.6 * columns, 1.75 * lines)
+    axes = np.atleast_2d(figure.subplots(lines, columns, squeeze=False))
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for n, row in enumerate(rows):
+        for side, (path, identity, split) in enumerate(((row["path_a"], row["identity_a"], row["split_a"]),
+                                                        (row["path_b"], row["identity_b"], row["split_b"]))):
+            ax = axes[n // 2, (n % 2) * 2 + side]
+            if not path:
+                continue
+            ax.imshow(thumbs[path])
+            ax.set_axis_on()
+            ax.set_xticks([])
+            ax.set_yticks([])
+            heading = f"{AUDIT_TITLES[row['kind']]} {row['score']}\n" if side == 0 else "\n"
+            ax.set_title(f"{heading}{identity[:14]} ({split or '-'})", fontsize=6)
+    data = {"counts": counts, "rows": rows}
+    caption = ("Found by petkit audit from the embeddings, surest first: " + ", ".join(f"{counts[k]} {AUDIT_TITLES[k]}" for k in counts)
+               + ". Each pair: the flagged photo (its identity and split) and the photo it matches best. A likely mislabel's "
+               "partner is from the identity that matches it better than its own; check these before trusting the scores.")
+    return Plot("audit", "Data audit", caption, data, figure)

@@ -35,7 +35,7 @@ def test_backbone_flag_then_overrides_for_it():
     assert config.model.backbone == Component("scratch_resnet", {"channels": [8, 16]})
     config = train_config(None, ["model.backbone.args.pretrained=true"], backbone="resnet50")
     assert config.model.backbone == Component("timm", {"model": "resnet50", "pretrained": True})
-    assert train_config(None, backbone="convnext_atto").model.backbone == Component("timm", {"model": "convnext_atto", "pretrained": False})
+    assert train_config(None, backbone="convnext_atto").model.backbone == Component("timm", {"model": "convnext_atto", "pretrained": "auto"})
 
 
 def test_text_settings_are_taken_as_written():
