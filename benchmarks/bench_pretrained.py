@@ -11,8 +11,9 @@ batches, loss (SupCon) and schedule for every trained row:
   of the backbone's features;
 - ``lite0-scratch-recipe``: the same weights with the from-scratch settings (112 px, one lr for all,
   batch norms trained, random head);
-- ``lite0-untrained`` and ``lite0-untrained-pca``: no training at all: the model as configured (random
-  head), and with the head started from the features (epoch 0 of the recipe), both at 224 px.
+- ``lite0-untrained``, ``lite0-untrained-pca`` and ``lite0-features``: no training at all: the model as
+  configured (random head), with the head started from the features (epoch 0 of the recipe), and the
+  pooled 1280-d features themselves (no head), all at 224 px.
 
 Scores: leave-one-out Recall@1 and mAP@R over the test dogs (132 identities no row saw), with 95 %
 bootstrap intervals that resample identities. The best epoch is picked on the val dogs. Usage:
@@ -50,8 +51,9 @@ ROWS: dict[str, list[str]] = {
                              "train.batch_norm=train", "train.head_init=random"],
     "lite0-untrained": [f"model.backbone={LITE0}", "train.precision=fp32", "train.head_init=random"],
     "lite0-untrained-pca": [f"model.backbone={LITE0}", "train.precision=fp32"],
+    "lite0-features": [f"model.backbone={LITE0}", "train.precision=fp32", "model.head=identity"],
 }
-UNTRAINED = ("lite0-untrained", "lite0-untrained-pca")
+UNTRAINED = ("lite0-untrained", "lite0-untrained-pca", "lite0-features")
 
 
 def lite0_weights() -> str:

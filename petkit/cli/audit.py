@@ -16,7 +16,7 @@ WHAT = {
     "mislabel": "photos whose own identity is not among their nearest identities",
     "split_leak": "near-duplicate photo pairs in different splits (leakage into val/test)",
     "identity_duplicate": "near-duplicate photo pairs filed under different identities",
-    "same_animal": "identity pairs that match each other as well as themselves",
+    "same_animal": "identity pairs whose photos match each other better than themselves",
 }
 
 
@@ -39,14 +39,14 @@ def audit_command(
     mislabel_margin: float = typer.Option(A.MISLABEL_MARGIN, "--mislabel-margin", help="... by at least this much cosine similarity."),
     duplicate_threshold: float = typer.Option(A.DUPLICATE_THRESHOLD, "--duplicate-threshold",
                                               help="Cosine similarity from which two photos are near-duplicates."),
-    same_animal_margin: float = typer.Option(A.SAME_ANIMAL_MARGIN, "--same-animal-margin",
-                                             help="Flag two identities whose cross similarity is within this of their own."),
-    top: int = typer.Option(3, "--top", help="Findings of each kind to print."),
+    same_animal_share: float = typer.Option(A.SAME_ANIMAL_SHARE, "--same-animal-share",
+                                            help="Flag two identities when at least this share of each one's photos match the other best."),
+    top: int = typer.Option(3, "--top", min=0, max=1000, help="Findings of each kind to print."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
 ) -> None:
     target = out or embeddings.with_name("audit.csv")
     result, data = A.audit_file(embeddings, target, overwrite, mislabel_k=mislabel_k, mislabel_margin=mislabel_margin,
-                             duplicate_threshold=duplicate_threshold, same_animal_margin=same_animal_margin)
+                             duplicate_threshold=duplicate_threshold, same_animal_share=same_animal_share)
     console.print(f"audited {result.images} photos of {result.identities} identities"
                   + (f" ({result.unjudged} alone in their identity: no mislabel verdict)" if result.unjudged else ""))
     table = Table("check", "found", "what", box=None, pad_edge=False)

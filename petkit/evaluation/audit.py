@@ -10,10 +10,9 @@ through folders. Three checks, each a pure function of the unit vectors and thei
 - **split_leak** / **identity_duplicate**: photo pairs at cosine similarity >= ``duplicate_threshold``
   that sit in different splits (the test score is inflated by a copy the model trained on) or carry
   different identities (the same photo filed twice). A pair may be both.
-- **same_animal**: identity pairs whose photos match each other about as well as, or better than,
-  each matches itself: ``score`` = mean cross similarity minus the larger of the two mean
-  within-identity similarities (all pairwise means, exact from the per-identity vector sums);
-  flagged when ``score >= -same_animal_margin``.
+- **same_animal**: identity pairs whose photos match each other better than they match themselves:
+  ``score`` = the smaller of the two shares "photos of A whose best match is in B" and "of B in A",
+  flagged from ``same_animal_share``.
 
 :func:`audit` runs all three on an :class:`~petkit.embeddings.EmbeddingSet` and returns
 :class:`Finding` rows; :func:`write_csv` writes ``audit.csv``.
@@ -40,9 +39,10 @@ BLOCK = 2048  # rows of the similarity matrix held at once (2048 x 100k float32 
 
 # Defaults measured on dogfacenet-dev with planted errors (benchmarks/bench_audit.py, see docs/audit.md)
 MISLABEL_K = 1
-MISLABEL_MARGIN = 0.05
-DUPLICATE_THRESHOLD = 0.97
-SAME_ANIMAL_MARGIN = 0.02
+MISLABEL_MARGIN = 0.15
+DUPLICATE_THRESHOLD = 0.95
+SAME_ANIMAL_SHARE = 0.3
+MIN_VOTES = 1  # photos of each identity that must prefer the other (2 cost half the recall on 3-photo halves)
 
 
 @dataclass
@@ -79,12 +79,21 @@ def _codes(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return names, codes
 
 
-def find_mislabels(vectors: np.ndarray, identities: np.ndarray, k: int = MISLABEL_K, margin: float = MISLABEL_MARGIN) -> tuple[list[Finding], int]:
-    """Photos whose identity is not among their ``k`` nearest identities by at least ``margin``; (findings, photos not judged).
+@dataclass
+class _Neighbours:
+    """Per photo: its best similarity to its own identity (the photo itself left out; -inf when alone),
+    the nearest other identity, its best similarity, and the k-th nearest other identity's."""
 
-    ``b`` of each finding is the best-matching photo of the nearest other identity, so a reviewer sees the pair.
-    """
-    x = _unit(vectors)
+    names: np.ndarray
+    codes: np.ndarray
+    counts: np.ndarray
+    own: np.ndarray
+    nearest: np.ndarray
+    nearest_score: np.ndarray
+    kth_score: np.ndarray
+
+
+def _identity_neighbours(x: np.ndarray, identities: np.ndarray, k: int) -> _Neighbours:
     names, codes = _codes(identities)
     counts = np.bincount(codes, minlength=len(names))
     order = np.argsort(codes, kind="stable")  # photos grouped by identity
@@ -92,30 +101,47 @@ def find_mislabels(vectors: np.ndarray, identities: np.ndarray, k: int = MISLABE
     position = np.empty_like(order)
     position[order] = np.arange(len(order))  # where each photo sits in the grouped order
     grouped = x[order]
-    k = min(k, len(names) - 1) if len(names) > 1 else 1
-    findings: list[Finding] = []
-    for start in range(0, len(x), BLOCK):
-        stop = min(start + BLOCK, len(x))
+    k = max(1, min(k, len(names) - 1))
+    n = len(x)
+    own, nearest = np.full(n, -np.inf, np.float32), np.zeros(n, np.int64)
+    nearest_score, kth = np.full(n, -np.inf, np.float32), np.full(n, -np.inf, np.float32)
+    for start in range(0, n, BLOCK):
+        stop = min(start + BLOCK, n)
         rows = np.arange(stop - start)
         sims = x[start:stop] @ grouped.T
         sims[rows, position[start:stop]] = -np.inf  # a photo never matches itself
         per_identity = np.maximum.reduceat(sims, starts, axis=1)  # each identity's best photo: [block, identities]
         own_codes = codes[start:stop]
-        own = per_identity[rows, own_codes].copy()
-        per_identity[rows, own_codes] = -np.inf
+        own[start:stop] = per_identity[rows, own_codes]
         if len(names) < 2:
-            break
+            continue
+        per_identity[rows, own_codes] = -np.inf
         top = np.argpartition(-per_identity, k - 1, axis=1)[:, :k]
         top_scores = np.take_along_axis(per_identity, top, axis=1)
-        kth = top_scores.min(axis=1)  # the k-th nearest other identity
-        nearest = top[rows, top_scores.argmax(axis=1)]
-        for i in np.nonzero((counts[own_codes] > 1) & (kth - own >= margin))[0]:
-            best = float(per_identity[i, nearest[i]])
-            photos = order[starts[nearest[i]]:starts[nearest[i]] + counts[nearest[i]]]
-            findings.append(Finding("mislabel", best - float(own[i]), start + int(i), int(photos[np.argmax(x[photos] @ x[start + i])]),
-                                    f"nearest identity {names[nearest[i]]} ({best:.3f}) vs its own ({own[i]:.3f})"))
+        kth[start:stop] = top_scores.min(axis=1)
+        best = top_scores.argmax(axis=1)
+        nearest[start:stop] = top[rows, best]
+        nearest_score[start:stop] = top_scores[rows, best]
+    return _Neighbours(names, codes, counts, own, nearest, nearest_score, kth)
+
+
+def find_mislabels(vectors: np.ndarray, identities: np.ndarray, k: int = MISLABEL_K, margin: float = MISLABEL_MARGIN) -> tuple[list[Finding], int]:
+    """Photos whose identity is not among their ``k`` nearest identities by at least ``margin``; (findings, photos not judged).
+
+    ``b`` of each finding is the best-matching photo of the nearest other identity, so a reviewer sees the pair.
+    """
+    x = _unit(vectors)
+    nb = _identity_neighbours(x, identities, k)
+    judged = nb.counts[nb.codes] > 1
+    flagged = np.nonzero(judged & np.isfinite(nb.kth_score) & (nb.kth_score - nb.own >= margin))[0]
+    findings: list[Finding] = []
+    for i in flagged:
+        photos = np.nonzero(nb.codes == nb.nearest[i])[0]
+        partner = int(photos[np.argmax(x[photos] @ x[i])])
+        findings.append(Finding("mislabel", float(nb.nearest_score[i] - nb.own[i]), int(i), partner,
+                                f"nearest identity {nb.names[nb.nearest[i]]} ({nb.nearest_score[i]:.3f}) vs its own ({nb.own[i]:.3f})"))
     findings.sort(key=lambda f: -f.score)
-    return findings, int((counts[codes] <= 1).sum())
+    return findings, int((~judged).sum())
 
 
 def find_duplicates(vectors: np.ndarray, identities: np.ndarray, splits: np.ndarray,
@@ -139,49 +165,32 @@ def find_duplicates(vectors: np.ndarray, identities: np.ndarray, splits: np.ndar
     return findings
 
 
-def find_same_animal(vectors: np.ndarray, identities: np.ndarray, margin: float = SAME_ANIMAL_MARGIN,
-                     candidates: int = 5) -> list[Finding]:
-    """Identity pairs whose cross similarity reaches their within-identity similarity (minus ``margin``).
-
-    Mean pairwise cosines come exactly from the per-identity sums S: cross(A, B) = S_A.S_B / (n_A n_B),
-    within(A) = (|S_A|^2 - n_A) / (n_A (n_A - 1)); only each identity's ``candidates`` nearest by
-    cross similarity are compared, so the cost is identities^2 x dimensions, blocked.
-    """
+def find_same_animal(vectors: np.ndarray, identities: np.ndarray, min_share: float = SAME_ANIMAL_SHARE) -> list[Finding]:
+    """Identity pairs (A, B) whose photos match each other better than they match themselves: the share
+    of A's photos whose best match lies in B (rather than in A), and of B's in A; the pair is flagged
+    when the smaller of the two shares is at least ``min_share``. One mislabelled photo of A filed under
+    B makes A's photos prefer B (their best match is that photo) but only one photo of B prefer A: a
+    share of 1 / |B|, below the default 0.3 for identities of 4 photos or more."""
     x = _unit(vectors)
-    names, codes = _codes(identities)
-    n = np.bincount(codes, minlength=len(names)).astype(np.float64)
-    sums = np.zeros((len(names), x.shape[1]), dtype=np.float64)
-    np.add.at(sums, codes, x)
-    within = np.full(len(names), np.nan)
-    several = n > 1
-    within[several] = ((sums[several] ** 2).sum(axis=1) - n[several]) / (n[several] * (n[several] - 1))
-    means = (sums / n[:, None]).astype(np.float32)
-    pairs: dict[tuple[int, int], float] = {}
-    take = min(candidates, len(names) - 1)
-    if take < 1:
-        return []
-    for start in range(0, len(names), BLOCK):
-        cross = means[start:start + BLOCK] @ means.T
-        cross[np.arange(len(cross)), np.arange(start, start + len(cross))] = -np.inf
-        top = np.argpartition(-cross, take - 1, axis=1)[:, :take]
-        for offset, row in enumerate(top):
-            a = start + offset
-            for b in row:
-                key = (min(a, int(b)), max(a, int(b)))
-                pairs[key] = float(cross[offset, b])
+    nb = _identity_neighbours(x, identities, 1)
+    # a photo alone in its identity prefers any other: it has no vote
+    prefers = np.nonzero((nb.counts[nb.codes] > 1) & np.isfinite(nb.nearest_score) & (nb.nearest_score > nb.own))[0]
+    votes: dict[tuple[int, int], int] = {}
+    for i in prefers:
+        key = (int(nb.codes[i]), int(nb.nearest[i]))
+        votes[key] = votes.get(key, 0) + 1
     findings: list[Finding] = []
-    for (a, b), value in pairs.items():
-        own = np.nanmax([within[a], within[b]]) if several[a] or several[b] else np.nan
-        if np.isnan(own):
-            continue  # two single photos: a near-duplicate check's matter
-        score = value - own
-        if score >= -margin:
-            rows_a, rows_b = np.nonzero(codes == a)[0], np.nonzero(codes == b)[0]
+    for (a, b), ab in votes.items():
+        if a > b or votes.get((b, a), 0) < MIN_VOTES or ab < MIN_VOTES:
+            continue  # each pair once, and only mutual preferences
+        share = min(ab / nb.counts[a], votes[(b, a)] / nb.counts[b])
+        if share >= min_share:
+            rows_a, rows_b = np.nonzero(nb.codes == a)[0], np.nonzero(nb.codes == b)[0]
             sims = x[rows_a] @ x[rows_b].T
             i, j = np.unravel_index(int(np.argmax(sims)), sims.shape)
-            findings.append(Finding("same_animal", score, int(rows_a[i]), int(rows_b[j]),
-                                    f"{names[a]} ({int(n[a])} photos, within {within[a]:.3f}) / {names[b]} ({int(n[b])} photos, "
-                                    f"within {within[b]:.3f}): cross {value:.3f}"))
+            findings.append(Finding("same_animal", float(share), int(rows_a[i]), int(rows_b[j]),
+                                    f"{ab} of {nb.names[a]}'s {nb.counts[a]} photos match {nb.names[b]} best, "
+                                    f"{votes[(b, a)]} of {nb.names[b]}'s {nb.counts[b]} match {nb.names[a]} best"))
     findings.sort(key=lambda f: -f.score)
     return findings
 
@@ -190,7 +199,7 @@ def find_same_animal(vectors: np.ndarray, identities: np.ndarray, margin: float 
 def audit(data: emb.EmbeddingSet, mislabel_k: Annotated[int, Range(1, 1000)] = MISLABEL_K,
           mislabel_margin: Annotated[float, Range(-2, 2)] = MISLABEL_MARGIN,
           duplicate_threshold: Annotated[float, Range(-1, 1)] = DUPLICATE_THRESHOLD,
-          same_animal_margin: Annotated[float, Range(-2, 2)] = SAME_ANIMAL_MARGIN) -> AuditResult:
+          same_animal_share: Annotated[float, Range(0, 1, low_open=True)] = SAME_ANIMAL_SHARE) -> AuditResult:
     """All checks on the labelled real photos of ``data`` (near-duplicates: on every photo)."""
     if len(data) < 2:
         raise PetkitError(f"an audit needs at least 2 photos, the embeddings hold {len(data)}", "embed the whole dataset")
@@ -201,7 +210,7 @@ def audit(data: emb.EmbeddingSet, mislabel_k: Annotated[int, Range(1, 1000)] = M
     if len(labelled) >= 2:
         vectors, names = data.vectors[labelled], data.identities[labelled]
         mislabels, unjudged = find_mislabels(vectors, names, mislabel_k, mislabel_margin)
-        same = find_same_animal(vectors, names, same_animal_margin)
+        same = find_same_animal(vectors, names, same_animal_share)
         for finding in mislabels + same:
             finding.a, finding.b = int(labelled[finding.a]), int(labelled[finding.b]) if finding.b >= 0 else -1
         findings += mislabels + same
@@ -215,7 +224,7 @@ def audit(data: emb.EmbeddingSet, mislabel_k: Annotated[int, Range(1, 1000)] = M
         counts[finding.kind] += 1
     findings.sort(key=lambda f: (KINDS.index(f.kind), -f.score))
     settings = {"mislabel_k": mislabel_k, "mislabel_margin": mislabel_margin, "duplicate_threshold": duplicate_threshold,
-                "same_animal_margin": same_animal_margin}
+                "same_animal_share": same_animal_share}
     return AuditResult(findings, counts, settings, unjudged, len(data), len(np.unique(data.identities[labelled])), notes)
 
 

@@ -88,32 +88,50 @@ def test_duplicates_across_splits_and_identities():
         assert {(f.kind, f.a, f.b) for f in A.find_duplicates(x, labels, splits, threshold)} == expected
 
 
-def test_same_animal_means_match_pairwise_loops_and_find_a_split_identity():
-    x, labels = clustered(identities=10, per=6, noise=0.5)
-    labels = labels.copy()
-    labels[[0, 2, 4]] = "id00-copy"  # one animal filed under two names
-    found = A.find_same_animal(x, labels, margin=0.05, candidates=9)
-    pairs = {tuple(sorted((labels[f.a], labels[f.b]))) for f in found}
-    assert ("id00", "id00-copy") in pairs
-    # the scores are exact pairwise means
+def reference_same_animal(x, labels, min_share):
+    """Plain loops: which identity each photo matches best (itself left out), then mutual shares per pair."""
     names = sorted(set(labels))
-    rows = {n: np.nonzero(labels == n)[0] for n in names}
-
-    def within(n):
-        r = rows[n]
-        return np.mean([x[i] @ x[j] for i in r for j in r if i != j])
-
-    for f in found:
-        a, b = labels[f.a], labels[f.b]
-        cross = np.mean([x[i] @ x[j] for i in rows[a] for j in rows[b]])
-        assert f.score == pytest.approx(cross - max(within(a), within(b)), abs=1e-5)
-    # and every identity pair at or above -margin is found (all candidates compared)
-    expected = set()
+    size = {n: int((labels == n).sum()) for n in names}
+    prefers: dict[tuple[str, str], int] = {}
+    for i in range(len(x)):
+        if size[labels[i]] < 2:
+            continue  # alone in its identity: no vote
+        best: dict[str, float] = {}
+        for j in range(len(x)):
+            if i != j:
+                best[labels[j]] = max(best.get(labels[j], -9.0), float(x[i] @ x[j]))
+        own = best.pop(labels[i], -np.inf)
+        other = max(best, key=best.get)
+        if best[other] > own:
+            prefers[(labels[i], other)] = prefers.get((labels[i], other), 0) + 1
+    found = {}
     for a, b in itertools.combinations(names, 2):
-        cross = np.mean([x[i] @ x[j] for i in rows[a] for j in rows[b]])
-        if cross - max(within(a), within(b)) >= -0.05:
-            expected.add((a, b))
-    assert pairs == expected
+        if prefers.get((a, b), 0) >= 1 and prefers.get((b, a), 0) >= 1:
+            share = min(prefers[(a, b)] / size[a], prefers[(b, a)] / size[b])
+            if share >= min_share:
+                found[(a, b)] = share
+    return found
+
+
+@pytest.mark.parametrize("share", [0.1, 0.3, 0.5])
+def test_same_animal_matches_a_brute_force_reference_and_finds_a_split_identity(share):
+    x, labels = clustered(identities=10, per=10, noise=0.5)
+    labels = labels.copy()
+    labels[[0, 2, 4, 6, 8]] = "id00-copy"  # one animal filed under two names
+    found = A.find_same_animal(x, labels, share)
+    got = {tuple(sorted((labels[f.a], labels[f.b]))): f.score for f in found}
+    expected = reference_same_animal(x, labels, share)
+    assert got.keys() == expected.keys() and all(got[k] == pytest.approx(v) for k, v in expected.items())
+    if share <= 0.3:
+        assert ("id00", "id00-copy") in got
+
+
+def test_one_mislabelled_photo_does_not_make_two_animals_one():
+    x, labels = clustered(identities=6, per=5)
+    labels = labels.copy()
+    labels[3] = "id04"  # a photo of id00 filed under id04: id00's photos prefer id04 (that photo), one of id04's prefers id00
+    assert A.find_same_animal(x, labels) == []  # a share of 1/6 for id04, below the default
+    assert len(A.find_same_animal(x, labels, 0.1)) == 1  # what the share guards against
 
 
 def test_audit_on_an_embedding_set_keeps_rows_and_writes_csv(tmp_path):

@@ -89,6 +89,10 @@ CASES = {
     "calibrate --far 0": ("calibrate", "{emb}", "--far", "0", "-o", "{tmp}/c.json"),
     "calibrate --far 1.5": ("calibrate", "{emb}", "--far", "1.5", "-o", "{tmp}/c.json"),
     "submit --top-k 0": ("submit", "{emb}", "-o", "{tmp}/s.csv", "--top-k", "0"),
+    "audit --duplicate-threshold 2": ("audit", "{emb}", "-o", "{tmp}/a.csv", "--duplicate-threshold", "2"),
+    "audit --mislabel-k 0": ("audit", "{emb}", "-o", "{tmp}/a.csv", "--mislabel-k", "0"),
+    "audit --top -1": ("audit", "{emb}", "-o", "{tmp}/a.csv", "--top", "-1"),
+    "audit garbage npz": ("audit", "{tmp}/garbage.npz", "-o", "{tmp}/a.csv"),
     "submit --threshold 5": ("submit", "{emb}", "-o", "{tmp}/s.csv", "--format", "open_set", "--threshold", "5"),
     # prepare and synth
     "prepare --ratios": ("prepare", "{photos}", "-o", "{tmp}/p", "--ratios", "0,1,1"),
@@ -104,6 +108,7 @@ CASES = {
     "evaluate -o its input": ("evaluate", "{tmp}/own.npz", "-o", "{tmp}/own.npz", "--overwrite"),
     "calibrate -o its input": ("calibrate", "{tmp}/own.npz", "-o", "{tmp}/own.npz", "--overwrite"),
     "submit -o its input": ("submit", "{tmp}/own.npz", "-o", "{tmp}/own.npz", "--overwrite"),
+    "audit -o its input": ("audit", "{tmp}/own.npz", "-o", "{tmp}/own.npz", "--overwrite"),
     "index build -o its input": ("index", "build", "{tmp}/own.npz", "-o", "{tmp}/own.npz", "--overwrite"),
     "embed -o its model": ("embed", "{tmp}/own.pt", "{photos}", "-o", "{tmp}/own.pt", "--overwrite"),
     "export-onnx -o its checkpoint": ("export-onnx", "{tmp}/own.pt", "-o", "{tmp}/own.pt", "--images", "{photos}", "--overwrite"),

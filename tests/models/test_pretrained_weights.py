@@ -130,3 +130,19 @@ def test_offline_pretrained_fails_after_one_probe_not_a_minute_of_retries(monkey
     with pytest.raises(PetkitError, match="the Hugging Face Hub cannot be reached and the files are not in the local cache"):
         BACKBONES.build({"name": "timm", "args": {"model": "resnet18", "pretrained": True}})
     assert probes == [("huggingface.co", 443)] and hub.HF_HUB_OFFLINE is True
+
+
+def test_auto_on_a_hub_model_takes_its_input_size_statistics_and_weights(fake_hub):
+    from petkit.models.model import build_model
+
+    model = build_model({"backbone": {"name": "timm", "args": {"model": "hf-hub:someone/dog-resnet", "pretrained": "auto"}},
+                         "head": {"name": "identity"}})
+    assert model.pretrained and model.initialisation == "pretrained someone/dog-resnet"
+    assert model.card.image_size == 160 and model.card.mean == (0.5, 0.4, 0.3)  # from the weights' config.json
+    assert ("someone/dog-resnet", "pytorch_model.bin") in fake_hub["asked"] or any(f.endswith(".safetensors") for _, f in fake_hub["asked"])
+    # a model rebuilt from its card never asks the hub again
+    from petkit.models.model import model_from_card
+
+    asked = len(fake_hub["asked"])
+    model_from_card(model.card)
+    assert len(fake_hub["asked"]) == asked or all(f == "config.json" for _, f in fake_hub["asked"][asked:])
