@@ -8,7 +8,7 @@ STAMP := $(VENV)/.petkit-installed
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev,serve]"
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e plugins/petkit-example-plugin
 	touch $(STAMP)
 

@@ -46,9 +46,9 @@ def _register_commands() -> None:
     if _state.get("registered"):
         return  # main() may run more than once in one process (tests, notebooks)
     _state["registered"] = True
-    from petkit.cli import audit, calibrate, demo, embed, evaluate, export, index, plugins, prepare, report, submit, synth, train
+    from petkit.cli import audit, calibrate, demo, embed, evaluate, export, index, plugins, prepare, report, serve, submit, synth, train
 
-    for module in (prepare, train, embed, evaluate, report, audit, calibrate, submit, export, synth, demo):
+    for module in (prepare, train, embed, evaluate, report, audit, calibrate, submit, export, serve, synth, demo):
         module.register(app)
     index.register_search(app)
     app.add_typer(index.app, name="index")

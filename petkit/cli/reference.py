@@ -14,7 +14,8 @@ Every command prints one-line errors with a hint; `petkit --debug COMMAND ...` s
 summary of what was written where. This page is generated: `python -m petkit.cli.reference > docs/cli.md`.
 """
 # the pipeline's order first; any other registered command follows alphabetically (none is left out)
-ORDER = ("prepare", "train", "embed", "evaluate", "report", "audit", "calibrate", "submit", "search", "index", "export-onnx", "synth", "demo", "plugins")
+ORDER = ("prepare", "train", "embed", "evaluate", "report", "audit", "calibrate", "submit", "search", "index", "export-onnx",
+         "serve", "gallery", "synth", "demo", "plugins")
 
 
 def cli_reference() -> str:

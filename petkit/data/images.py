@@ -10,9 +10,10 @@ resize.
 from __future__ import annotations
 
 import contextlib
+import functools
 import warnings
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 import numpy as np
 import torch
@@ -37,6 +38,17 @@ SUFFIX_FORMATS = {
     ".ppm": {"PPM"}, ".pbm": {"PPM"}, ".bmp": {"BMP"}, ".webp": {"WEBP"}, ".tif": {"TIFF"},
     ".tiff": {"TIFF"}, ".gif": {"GIF"}, ".heic": {"HEIF"}, ".heif": {"HEIF"}, ".avif": {"AVIF", "HEIF"},
 }
+# only these decoders ever run: Pillow would otherwise also try EPS (which runs Ghostscript), PSD, ICNS...
+# on any file, whatever its name says
+FORMATS = sorted(set().union(*SUFFIX_FORMATS.values()))
+
+
+@functools.cache
+def _decoders() -> tuple[str, ...]:
+    """FORMATS that this Pillow can open (Image.open raises KeyError for a format it has no plugin for)."""
+    Image.init()
+    return tuple(f for f in FORMATS if f in Image.OPEN)
+
 ROTATED_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 FULL_SIZE = "petkit_full_size"  # image.info key: the stored size before a reduced-scale JPEG decode
 
@@ -55,28 +67,34 @@ class TooLarge(PetkitError):
     """An image refused by the size rule (not a decoding failure)."""
 
 
-def too_large(size: tuple[int, int]) -> str | None:
+def too_large(size: tuple[int, int], max_pixels: int | None = None) -> str | None:
     """Why an image of ``size`` (width, height) is refused, or None."""
-    if size[0] * size[1] > MAX_PIXELS:
-        return f"{size[0]}x{size[1]} pixels exceeds the {MAX_PIXELS / 1e6:.0f} Mpx limit (decompression-bomb guard)"
+    limit = min(max_pixels or MAX_PIXELS, MAX_PIXELS)
+    if size[0] * size[1] > limit:
+        return f"{size[0]}x{size[1]} pixels exceeds the {limit / 1e6:.0f} Mpx limit (decompression-bomb guard)"
     return None
 
 
 @contextlib.contextmanager
-def opened(path: str | Path, min_size: int | None = None, bbox: tuple[float, float, float, float] | None = None) -> Iterator[Image.Image]:
+def opened(path: str | Path | BinaryIO, min_size: int | None = None, bbox: tuple[float, float, float, float] | None = None,
+           max_pixels: int | None = None, name: str | None = None) -> Iterator[Image.Image]:
     """The image, fully decoded (so truncation surfaces here), after the size rule; PIL's errors as PetkitError.
+
+    ``path`` may be an open binary file (an upload), named ``name`` in messages; ``max_pixels``: a
+    stricter size rule than :data:`MAX_PIXELS`.
 
     ``min_size``: the caller will shrink the image (or its ``bbox``) to this side anyway, so a JPEG
     may be decoded at a reduced scale in the DCT domain (1/2, 1/4, 1/8), never below ``min_size``:
     several times faster than a full decode followed by a resize.
     """
+    label = name or path
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                reason = too_large(image.size)
+            with Image.open(path, formats=_decoders()) as image:
+                reason = too_large(image.size, max_pixels)
                 if reason:
-                    raise TooLarge(f"image {path} is refused: {reason}", "shrink it, or leave it out ('petkit prepare' does)")
+                    raise TooLarge(f"image {label} is refused: {reason}", "shrink it, or leave it out ('petkit prepare' does)")
                 image.info[FULL_SIZE] = image.size  # before draft may shrink it
                 if min_size and image.format == "JPEG":
                     if bbox:  # the box, not the photo, must keep min_size pixels
@@ -87,12 +105,13 @@ def opened(path: str | Path, min_size: int | None = None, bbox: tuple[float, flo
                 image.load()
                 yield image
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:  # PIL's check at open, same limit
-        raise TooLarge(f"image {path} is refused: {exc}", "shrink it, or leave it out ('petkit prepare' does)") from None
+        raise TooLarge(f"image {label} is refused: {exc}", "shrink it, or leave it out ('petkit prepare' does)") from None
     except (OSError, ValueError, SyntaxError) as exc:
         hint = "re-run 'petkit prepare' to exclude unreadable files from the manifest"
-        if Path(path).suffix.lower() in (".heic", ".heif") and not HEIF:
+        if isinstance(path, (str, Path)) and Path(path).suffix.lower() in (".heic", ".heif") and not HEIF:
             hint = "HEIC photos need the pillow-heif package: pip install pillow-heif"
-        raise PetkitError(f"cannot decode image {path}: {exc}", hint) from exc
+        detail = str(exc) if isinstance(path, (str, Path)) else str(exc).replace(f" {path!r}", "").replace(f" {path}", "")
+        raise PetkitError(f"cannot decode image {label}: {detail}", hint) from exc
 
 
 def displayed_size(image: Image.Image, stored: tuple[int, int] | None = None) -> tuple[int, int]:
@@ -113,12 +132,13 @@ def bbox_problem(bbox: tuple[float, float, float, float], size: tuple[int, int])
     return None
 
 
-def open_rgb(path: str | Path, min_size: int | None = None, bbox: tuple[float, float, float, float] | None = None) -> Image.Image:
+def open_rgb(path: str | Path | BinaryIO, min_size: int | None = None, bbox: tuple[float, float, float, float] | None = None,
+             max_pixels: int | None = None, name: str | None = None) -> Image.Image:
     """Decode fully and return an RGB image, EXIF-rotated, cropped to ``bbox`` (see :func:`opened`).
 
     The box is in pixels of the full-size photo as displayed; a box that runs over an edge is clipped.
     """
-    with opened(path, min_size, bbox) as image:
+    with opened(path, min_size, bbox, max_pixels, name) as image:
         full = displayed_size(image, image.info.get(FULL_SIZE))
         rotated = ImageOps.exif_transpose(image)
         if bbox is not None:
@@ -147,5 +167,10 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 def load_tensor(path: str | Path, size: int, bbox: tuple[float, float, float, float] | None = None) -> torch.Tensor:
     """uint8 CHW tensor of the image (or its ``bbox``) resized to ``size`` x ``size`` (aligned crops: no aspect crop)."""
-    image = open_rgb(path, min_size=size, bbox=bbox).resize((size, size), Image.BICUBIC)
+    return to_tensor(open_rgb(path, min_size=size, bbox=bbox), size)
+
+
+def to_tensor(image: Image.Image, size: int) -> torch.Tensor:
+    """uint8 CHW tensor of an RGB image resized to ``size`` x ``size``."""
+    image = image.resize((size, size), Image.BICUBIC)
     return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()

@@ -219,18 +219,29 @@ def _default_params(kind: str, n: int) -> dict:
     return {}
 
 
-def _distinct(scores: np.ndarray, indices: np.ndarray, labels: np.ndarray, k: int):
-    names, values = [], []
+def group_neighbours(scores: np.ndarray, indices: np.ndarray, labels, k: int, members: int = 0) -> list[list[tuple[str, float, list]]]:
+    """Per query, the first ``k`` distinct labels among its neighbours (best first), each with its best
+    score and up to ``members`` (index, score) pairs of its own neighbours, best first."""
+    out = []
     for row_scores, row_indices in zip(scores, indices):
-        seen: dict[str, float] = {}
-        for score, index in zip(row_scores, row_indices):
+        seen: dict[str, list] = {}
+        for score, index in zip(row_scores.tolist(), row_indices.tolist()):
             if index < 0:  # an approximate index may return fewer than asked
                 continue
             label = str(labels[index])
-            if label not in seen:
-                seen[label] = float(score)
+            entry = seen.get(label)
+            if entry is None:
                 if len(seen) == k:
-                    break
-        names.append(list(seen))
-        values.append(list(seen.values()))
-    return names, values
+                    if not members:
+                        break
+                    continue
+                entry = seen[label] = [label, float(score), []]
+            if len(entry[2]) < members:
+                entry[2].append((int(index), float(score)))
+        out.append([tuple(entry) for entry in seen.values()])
+    return out
+
+
+def _distinct(scores: np.ndarray, indices: np.ndarray, labels: np.ndarray, k: int):
+    groups = group_neighbours(scores, indices, labels, k)
+    return [[g[0] for g in row] for row in groups], [[g[1] for g in row] for row in groups]

@@ -1,0 +1,1 @@
+"""petkit serve: the lost-pet finder service (FastAPI), its gallery and web page."""
