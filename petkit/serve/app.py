@@ -18,6 +18,7 @@ from typing import Annotated
 from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from petkit import __version__
@@ -142,8 +143,6 @@ def create_app(service: Service, api_key: str | None = None) -> FastAPI:
     writes = [Depends(require_key)]
 
     async def read_photos(photos: list[UploadFile]):
-        from starlette.concurrency import run_in_threadpool
-
         if not photos:
             raise ApiError(422, "no photo sent", "send one or more files in the 'photos' field")
         if len(photos) > service.settings.max_photos:
@@ -193,8 +192,6 @@ def create_app(service: Service, api_key: str | None = None) -> FastAPI:
 
     @app.delete("/v1/identities/{identity}", summary="Forget an identity and all its photos", dependencies=writes)
     async def delete_identity(identity: str):
-        from starlette.concurrency import run_in_threadpool
-
         identity = identity_param(identity)
         try:
             removed = await run_in_threadpool(service.gallery.delete_identity, identity)
@@ -204,8 +201,6 @@ def create_app(service: Service, api_key: str | None = None) -> FastAPI:
 
     @app.delete("/v1/photos/{photo_id}", summary="Forget one photo", dependencies=writes)
     async def delete_photo(photo_id: str):
-        from starlette.concurrency import run_in_threadpool
-
         if not PHOTO_ID.fullmatch(photo_id):
             raise ApiError(422, "a photo id is 32 hexadecimal digits", "use an id that an enrolment or identify answer gave")
         try:

@@ -399,7 +399,7 @@ class Gallery:
                 self.by_photo[photo] = row
                 self.by_identity.setdefault(identity, []).append(row)
             if index:
-                self._index_add(vectors, ids)
+                self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
 
     def _apply_delete(self, photos: list[str], index: bool = True) -> None:
         with self._index_lock.writing():
@@ -435,7 +435,6 @@ class Gallery:
         index.train(train)
         # 1/8 of the lists (faiss's rule of thumb) is recall@10 ~0.99 on clustered identities (bench_serve)
         index.nprobe = params["nprobe"]
-        self.ivf_params = params
         return index
 
     def _rebuild_index(self) -> None:
@@ -448,9 +447,6 @@ class Gallery:
             index.add_with_ids(vectors, rows)
         with self._index_lock.writing():
             self.index, self.kind = index, kind
-
-    def _index_add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
-        self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
 
     def _save_snapshot(self) -> None:
         vectors, rows = self._live()

@@ -14,7 +14,7 @@ import io
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,7 @@ from petkit import __version__
 from petkit.data.images import TooLarge, open_rgb, to_tensor
 from petkit.errors import PetkitError
 from petkit.limits import SIMILARITY, Range
-from petkit.retrieval.calibration import load_calibration, resolve_threshold
+from petkit.retrieval.calibration import default_path, load_calibration, resolve_threshold
 from petkit.serve.gallery import THUMBNAIL_SIDE, Candidate, Gallery, photo_id, thumbnail_jpeg
 
 DEFAULT_MAX_PIXELS = 50_000_000  # a 50 Mpx phone photo decodes; a decompression bomb does not
@@ -58,7 +58,6 @@ class Settings:
     max_upload_bytes: int = 25 * 1024 * 1024
     max_photos: int = 16  # per request
     decode_threads: int = 4
-    extra: dict = field(default_factory=dict)
 
 
 class MicroBatcher:
@@ -218,9 +217,10 @@ def _threshold(threshold, calibration, fingerprint: str, model: str, stored: dic
     """(threshold, where it came from, its target FAR): --threshold, --calibration, calibration.json beside the model, the gallery's."""
     if threshold is None and calibration is None and stored:
         return float(stored["threshold"]), f"the gallery ({stored.get('source', '')})", stored.get("far")
-    value, source = resolve_threshold(threshold, calibration, fingerprint, model)
-    far = None
-    if value is not None and source != "--threshold":
-        path = Path(calibration) if calibration else Path(model).parent / "calibration.json"
-        far = load_calibration(path)["target_far"]
-    return value, source, far
+    if threshold is not None:
+        return float(threshold), "--threshold", None
+    path = Path(calibration) if calibration else default_path(model)
+    if calibration is None and not path.is_file():
+        return None, "", None
+    value, source = resolve_threshold(None, path, fingerprint, model)
+    return value, source, load_calibration(path)["target_far"]

@@ -15,10 +15,11 @@ def run(args, capsys):
 
 
 def test_gallery_init_from_an_index_keeps_its_threshold_and_info_shows_it(seed_embeddings, tmp_path, capsys):
+    from petkit import embeddings as emb
     from petkit.retrieval.index import GalleryIndex
 
-    index = GalleryIndex(*[getattr(__import__("petkit.embeddings", fromlist=["load"]).load(seed_embeddings), a) for a in ("vectors", "identities")],
-                         fingerprint=__import__("petkit.embeddings", fromlist=["load"]).load(seed_embeddings).fingerprint,
+    data = emb.load(seed_embeddings)
+    index = GalleryIndex(data.vectors, data.identities, fingerprint=data.fingerprint,
                          calibration={"threshold": 0.42, "source": "calibration.json (FAR 0.01, open_set)"})
     index.save(tmp_path / "g.index")
     code, out, err = run(["gallery", "init", str(tmp_path / "reg"), "--from", str(tmp_path / "g.index")], capsys)
