@@ -47,6 +47,14 @@ def written(*items: tuple[str, Path | str]) -> None:
     console.print(table)
 
 
+def print_fields(items) -> None:
+    """``(name, value)`` pairs as a two-column table (the 'info' commands)."""
+    table = Table(show_header=False)
+    for key, value in items:
+        table.add_row(key, str(value))
+    console.print(table)
+
+
 def fail(error: PetkitError) -> None:
     err_console.print(f"[red]error:[/] {escape(error.message)}")
     if error.hint:

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from petkit.cli.common import console, err_console, parse_options, written
+from petkit.cli.common import console, err_console, parse_options, print_fields, written
 from petkit.data.manifest import UNKNOWN_IDENTITY
 
 app = typer.Typer(help="Build and maintain a saved gallery index (faiss) of enrolled individuals.", no_args_is_help=True)
@@ -72,12 +72,9 @@ def info_command(index_path: Path = typer.Argument(..., help="Index from 'petkit
     from petkit.retrieval.index import GalleryIndex
 
     index = GalleryIndex.load(index_path)
-    table = Table(show_header=False)
-    for key, value in (("kind", index.kind), ("params", index.params), ("images", len(index)), ("identities", index.n_identities),
-                       ("dimensions", index.vectors.shape[1]), ("model", index.model), ("fingerprint", index.fingerprint),
-                       ("threshold", index.calibration or "none")):
-        table.add_row(key, str(value))
-    console.print(table)
+    print_fields((("kind", index.kind), ("params", index.params), ("images", len(index)), ("identities", index.n_identities),
+                  ("dimensions", index.vectors.shape[1]), ("model", index.model), ("fingerprint", index.fingerprint),
+                  ("threshold", index.calibration or "none")))
 
 
 def register_search(root: typer.Typer) -> None:

@@ -8,9 +8,8 @@ from typing import Optional
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
-from petkit.cli.common import console, err_console, progress_bar, written
+from petkit.cli.common import console, err_console, print_fields, progress_bar, written
 from petkit.errors import PetkitError
 
 gallery_app = typer.Typer(help="Create and inspect the gallery folder that 'petkit serve' serves.", no_args_is_help=True)
@@ -164,11 +163,7 @@ def init_command(
 def info_command(folder: Path = typer.Argument(..., help="Gallery folder.")) -> None:
     from petkit.serve.gallery import Gallery
 
-    info = Gallery.describe(folder)
-    table = Table(show_header=False)
-    for key, value in info.items():
-        table.add_row(key, str(value))
-    console.print(table)
+    print_fields(Gallery.describe(folder).items())
 
 
 @gallery_app.command("compact", help=(
